@@ -1,0 +1,105 @@
+"""The ``r1lab`` command.
+
+Each verb lives in its own module under ``r1lab.cli`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and
+returning an exit code). Verb modules import heavy libraries (torch, transformers) only inside
+their handlers, so ``r1lab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from r1lab import __version__
+from r1lab.errors import UserError
+
+# Order here is the order in `r1lab --help`: the pipeline first, then its parts.
+VERB_MODULES = [
+    "r1lab.cli.train",  # run, grpo, sft, rs
+    "r1lab.cli.evaluate",  # eval
+    "r1lab.cli.inference",  # ask, chat
+    "r1lab.cli.rewards",  # rewards score|audit
+    "r1lab.cli.data",  # data preview|make-synthetic
+    "r1lab.cli.report",  # report
+]
+
+EPILOG = """examples:
+  r1lab run --config recipes/seed.yaml             # GRPO -> SFT -> inference test (the default pipeline)
+  r1lab eval --model runs/demo/sft/model --data builtin:test --limit 50
+  r1lab ask "What is 12 * 7?" --model smollm2-135m
+  r1lab rewards score completions.jsonl --rewards accuracy,format
+  r1lab data preview builtin --n 3
+  r1lab report runs/demo
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps examples in descriptions/epilogs as written and shows defaults."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="r1lab",
+        description="Train small language models to reason about math, DeepSeek-R1 style.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"r1lab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every verb accepts after its name (``r1lab eval --debug``)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def setup_logging(debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=debug, rich_tracebacks=debug, markup=False)],
+        force=True,
+    )
+    if not debug:
+        for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "torch", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``r1lab`` console script; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = bool(getattr(args, "debug", False))
+        setup_logging(debug)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        if os.environ.get("HF_HUB_OFFLINE") is None and getattr(args, "offline", False):
+            os.environ["HF_HUB_OFFLINE"] = "1"
+        return int(args.func(args) or 0)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"r1lab: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("r1lab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
