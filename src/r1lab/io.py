@@ -81,17 +81,26 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True) -> I
 
 
 @contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Build a directory under a temporary name and move it to ``final`` only when the block
-    finishes without error. A reader that sees ``final`` sees it complete."""
+    finishes without error. A reader that sees ``final`` sees it complete.
+
+    With ``overwrite=False`` an existing ``final`` wins (another process built the same thing first,
+    e.g. a cache entry) and the new copy is discarded."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
         if final.exists():
+            if not overwrite:
+                return
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if overwrite or not final.exists():
+                raise
         _fsync_dir(final.parent)
     finally:
         if tmp.exists():
