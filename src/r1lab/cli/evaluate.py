@@ -1,13 +1,189 @@
-"""CLI verbs of r1lab.cli.evaluate — placeholder until its issue lands; replace this whole file."""
+"""``r1lab eval``: pass@1 / pass@k / maj@k of a model on a math dataset."""
 
-from r1lab.errors import UserError
+from __future__ import annotations
 
-VERBS: list[str] = []
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+DESCRIPTION = """Evaluate a model on math problems: pass@1, pass@k (unbiased), maj@k, format rate,
+completion length and truncation, by subject/level when the data has them.
+
+Answers are judged by the same verifier the training rewards use. Per-item results go to
+OUT/items.jsonl as they finish and the summary to OUT/summary.json; rerunning the same command
+continues where a killed run stopped.
+
+examples:
+  r1lab eval --model tiny --data builtin --limit 20
+  r1lab eval --model smollm2-135m --data builtin --limit 50 --max-new-tokens 256
+  r1lab eval --model runs/demo/sft/model --data gsm8k_test.jsonl --n-samples 8 --temperature 0.7
+  r1lab eval --model smollm2-135m --data builtin --json          # summary as JSON on stdout
+"""
 
 
-def register(sub) -> None:  # noqa: D103
-    return None
+def register(sub) -> None:
+    """Add the ``eval`` verb."""
+    from r1lab.cli import HelpFormatter, add_common_flags
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model (pass@k, maj@k)",
+        description=DESCRIPTION,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--model", required=True, help="model spec: tiny, smollm2-135m, a run's model dir, a .gguf, a hub id"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="data source: builtin[:level=N], a hub name, or a .jsonl/.json/.csv/.parquet file",
+    )
+    p.add_argument("--split", default="test", help="dataset split")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    p.add_argument("--n-samples", type=int, default=1, help="completions per problem")
+    p.add_argument("--k", type=int, default=None, help="k for pass@k and maj@k (default: --n-samples)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="0 = greedy (default: 0 for one sample, 0.7 for several)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=256, help="token budget of each completion")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per generate call")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "hf", "vllm"],
+        default="auto",
+        help="generation backend (vllm needs a GPU)",
+    )
+    p.add_argument(
+        "--system-prompt", default="r1", help="'r1' (the training prompt), 'none', or literal text"
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--out", default=None, help="output directory (default: runs/eval/<model>-<data>)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    add_common_flags(p)
+    p.set_defaults(func=run_eval)
 
 
-def _not_yet(args):  # pragma: no cover
-    raise UserError("this verb is not implemented yet")
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text).name or text).strip("_")[:60] or "model"
+
+
+def default_out_dir(model: str, data: str) -> Path:
+    """``runs/eval/<model>-<data>``, with path-unsafe characters replaced."""
+    model_name = (
+        _slug(model.rstrip("/").removesuffix("/model"))
+        if model.rstrip("/").endswith("/model")
+        else _slug(model)
+    )
+    return Path("runs") / "eval" / f"{model_name}-{_slug(data)}"
+
+
+def summary_table(summary: dict, title: str = "evaluation"):
+    """A rich table of the summary (overall row + one row per subject/level value)."""
+    from rich.table import Table
+
+    k = summary["k"]
+    cols = [
+        "pass@1",
+        f"pass@{k}",
+        f"maj@{k}",
+        "format_rate",
+        "mean_completion_tokens",
+        "truncation_rate",
+        "n_items",
+    ]
+    table = Table(title=title)
+    table.add_column("group")
+    for c in cols:
+        table.add_column(
+            c.replace("mean_completion_tokens", "mean tokens").replace("_", " "), justify="right"
+        )
+
+    def fmt(v):
+        if v is None:
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    table.add_row("all", *(fmt(summary.get(c)) for c in cols))
+    for field, groups in (summary.get("by") or {}).items():
+        for value, m in groups.items():
+            table.add_row(f"{field}={value}", *(fmt(m.get(c)) for c in cols))
+    return table
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Handler of ``r1lab eval``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from r1lab.data import load_eval_dataset
+    from r1lab.errors import UserError
+    from r1lab.evaluate import choose_backend, evaluate
+
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 0.7)
+    k = args.k if args.k is not None else args.n_samples
+    # Cheap checks first: bad flags fail before any data or model is loaded.
+    if not 1 <= k <= args.n_samples:
+        raise UserError(
+            f"--k {k} must be between 1 and --n-samples ({args.n_samples})",
+            hint=f"pass --n-samples {max(k, 1)} or more, or a smaller --k",
+        )
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    if args.n_samples > 1 and temperature == 0:
+        raise UserError(
+            "--n-samples > 1 with --temperature 0 gives identical samples", hint="set --temperature > 0"
+        )
+    choose_backend(args.backend)
+    dataset = load_eval_dataset(args.data, split=args.split, n=args.limit, system_prompt=args.system_prompt)
+    if len(dataset) == 0:
+        raise UserError(
+            f"no problems in {args.data} (split {args.split})", hint="check the source, split and --limit"
+        )
+    out = Path(args.out) if args.out else default_out_dir(args.model, args.data)
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=args.json or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("eval", total=len(dataset))
+        summary = evaluate(
+            args.model,
+            dataset,
+            n_samples=args.n_samples,
+            k=k,
+            temperature=temperature,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            out_dir=out,
+            backend=args.backend,
+            seed=args.seed,
+            on_progress=lambda done, total: progress.update(task, completed=done),
+        )
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        Console().print(
+            summary_table(summary, title=f"{args.model} on {args.data} ({summary['n_items']} problems)")
+        )
+        print(f"per-item results: {out / 'items.jsonl'}   summary: {out / 'summary.json'}", file=sys.stdout)
+    return 0

@@ -1,0 +1,470 @@
+"""Evaluation: pass@1, pass@k, maj@k, format rate, lengths; per-item results that survive a kill.
+
+Correctness comes from ``r1lab.rewards.judge`` only, the same definition of "correct" that the
+training rewards and rejection-sampling filters use.
+
+Metrics for an item with ``n`` completions of which ``c`` are correct:
+
+- pass@1 = c / n (mean over samples);
+- pass@k = 1 - C(n-c, k) / C(n, k), the unbiased estimator of Chen et al. (2021), ``k <= n``;
+- maj@k = is the most common extracted answer among the first ``k`` samples correct? Ties go to
+  the answer seen first, so the vote is deterministic.
+
+Per-item rows are appended to ``items.jsonl`` as each batch finishes; a rerun with the same
+``out_dir`` and settings skips the items already there, so a killed evaluation continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from r1lab.errors import UserError
+from r1lab.io import append_jsonl, atomic_write_json, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+ITEMS_FILE = "items.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "eval_config.json"
+BACKENDS = ("auto", "hf", "vllm")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure metric functions
+# --------------------------------------------------------------------------------------------
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for ``c`` correct out of ``n`` samples (Chen et al. 2021).
+
+    >>> pass_at_k(4, 1, 1)
+    0.25
+    >>> pass_at_k(4, 1, 4)
+    1.0
+    >>> round(pass_at_k(10, 3, 5), 4)
+    0.9167
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n} c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got n={n} k={k}")
+    if n - c < k:
+        return 1.0
+    # 1 - prod_{i=n-c+1}^{n} (1 - k/i): the stable form of 1 - C(n-c,k)/C(n,k).
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+_NUMBER_WITH_COMMAS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
+
+
+def normalize_answer(answer: str) -> str:
+    """A voting key for an extracted answer: trims spaces, ``$`` and a trailing period, and drops
+    thousands separators in plain numbers, so ``"1,000."`` and ``"1000"`` vote together.
+
+    >>> normalize_answer(" $1,000$. ")
+    '1000'
+    >>> normalize_answer("\\\\frac{1}{2}")
+    '\\\\frac{1}{2}'
+    """
+    s = answer.strip().strip("$").strip().rstrip(".").strip()
+    if _NUMBER_WITH_COMMAS.match(s):
+        s = s.replace(",", "")
+    return re.sub(r"\s+", "", s)
+
+
+def majority_vote(answers: Sequence[str | None], correct: Sequence[bool | None]) -> tuple[str | None, bool]:
+    """Majority answer among ``answers`` (``None`` = no answer, which never wins) and whether it
+    is correct (the verdict of its first occurrence). Ties go to the answer seen first.
+
+    >>> majority_vote(["4", "5", "5", None], [True, False, False, None])
+    ('5', False)
+    >>> majority_vote(["4", "5"], [True, False])
+    ('4', True)
+    >>> majority_vote([None, None], [None, None])
+    (None, False)
+    """
+    keys = [normalize_answer(a) if a is not None else None for a in answers]
+    counts = Counter(k for k in keys if k is not None)
+    if not counts:
+        return None, False
+    best = max(counts.values())
+    winner = next(k for k in keys if k is not None and counts[k] == best)
+    first = keys.index(winner)
+    return answers[first], bool(correct[first])
+
+
+def score_item(
+    answers: Sequence[str | None],
+    correct: Sequence[bool | None],
+    formatted: Sequence[bool],
+    n_tokens: Sequence[int],
+    truncated: Sequence[bool],
+    k: int,
+) -> dict[str, Any]:
+    """Per-item metrics from per-sample verdicts. ``correct`` holding ``None`` (the reference
+    could not be parsed) makes the item unscorable: its accuracy metrics are ``None``."""
+    n = len(answers)
+    scorable = all(c is not None for c in correct)
+    c = sum(bool(x) for x in correct)
+    maj_answer, maj_correct = majority_vote(list(answers[:k]), list(correct[:k]))
+    return {
+        "n": n,
+        "n_correct": c if scorable else None,
+        "pass@1": c / n if scorable else None,
+        f"pass@{k}": pass_at_k(n, c, k) if scorable else None,
+        f"maj@{k}": float(maj_correct) if scorable else None,
+        "maj_answer": maj_answer,
+        "format_rate": sum(map(bool, formatted)) / n,
+        "mean_tokens": sum(n_tokens) / n,
+        "truncation_rate": sum(map(bool, truncated)) / n,
+    }
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def aggregate(rows: Sequence[dict], k: int) -> dict[str, Any]:
+    """Dataset-level metrics: the mean of each per-item metric (unscorable items left out of the
+    accuracy metrics and counted in ``n_unscorable``)."""
+    metrics = [r["metrics"] for r in rows]
+    out: dict[str, Any] = {
+        "n_items": len(rows),
+        "n_unscorable": sum(m["pass@1"] is None for m in metrics),
+        "pass@1": _mean(m["pass@1"] for m in metrics),
+        f"pass@{k}": _mean(m[f"pass@{k}"] for m in metrics),
+        f"maj@{k}": _mean(m[f"maj@{k}"] for m in metrics),
+        "format_rate": _mean(m["format_rate"] for m in metrics),
+        "mean_completion_tokens": _mean(m["mean_tokens"] for m in metrics),
+        "truncation_rate": _mean(m["truncation_rate"] for m in metrics),
+    }
+    return out
+
+
+def breakdown(rows: Sequence[dict], k: int, fields: Sequence[str] = ("subject", "level")) -> dict[str, dict]:
+    """Metrics per value of each field present in the items (MATH-style subject/level)."""
+    out: dict[str, dict] = {}
+    for name in fields:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            value = r.get(name)
+            if value not in (None, ""):
+                groups[str(value)].append(r)
+        if groups:
+            out[name] = {v: aggregate(g, k) for v, g in sorted(groups.items())}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _as_rows(dataset, limit: int | None) -> list[dict]:
+    if isinstance(dataset, str):
+        from r1lab.data import load_eval_dataset
+
+        dataset = load_eval_dataset(dataset, split="test", n=limit)
+    rows = [dict(r) for r in dataset]
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows:
+        raise UserError("the evaluation dataset is empty", hint="check the data source, split and --limit")
+    for i, r in enumerate(rows):
+        for col in ("prompt", "solution"):
+            if col not in r:
+                raise UserError(
+                    f"evaluation row {i} has no '{col}' column (columns: {sorted(r)})",
+                    hint="load data with r1lab.data.load_eval_dataset, which adds prompt/solution",
+                )
+    return rows
+
+
+def _item_key(row: dict) -> str:
+    """Stable identity of an item, so resume matches items and not positions."""
+    blob = json.dumps([row["prompt"], row["solution"]], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _vllm_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_backend(backend: str) -> str:
+    """``"hf"`` or ``"vllm"``: ``auto`` picks vLLM when it is installed and a CUDA GPU is present."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    has_vllm = _vllm_importable() and _cuda_available()
+    if backend == "vllm" and not has_vllm:
+        missing = "vllm is not installed" if not _vllm_importable() else "no CUDA GPU is available"
+        raise UserError(
+            f"backend 'vllm' requested but {missing}",
+            hint="pip install 'r1lab[vllm]' on a CUDA machine, or use --backend hf",
+        )
+    if backend == "auto":
+        return "vllm" if has_vllm else "hf"
+    return backend
+
+
+# --------------------------------------------------------------------------------------------
+# Generation back-ends: each yields (indices, completions) batch by batch
+# --------------------------------------------------------------------------------------------
+
+
+def _hf_batches(model_or_pair, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed):
+    from r1lab.inference import iter_generate, load_pair
+
+    model, tokenizer = load_pair(model_or_pair)
+    yield from iter_generate(
+        model,
+        tokenizer,
+        prompts,
+        n_samples=n_samples,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+    )
+
+
+def _vllm_batches(model_or_pair, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed):
+    """vLLM path (GPU only). vLLM schedules its own batches; we hand it ``batch_size``-sized
+    chunks of prompts only so progress is saved as it goes."""
+    from vllm import LLM, SamplingParams
+
+    from r1lab.inference import Completion
+    from r1lab.models import resolve_model
+
+    if not isinstance(model_or_pair, str):
+        raise UserError(
+            "the vllm backend needs a model spec or path, not a loaded model", hint="use --backend hf"
+        )
+    llm = LLM(model=resolve_model(model_or_pair), seed=seed)
+    params = SamplingParams(n=n_samples, temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+    chunk = max(1, batch_size) * 8
+    for start in range(0, len(prompts), chunk):
+        idx = list(range(start, min(start + chunk, len(prompts))))
+        outputs = llm.chat([prompts[i] for i in idx], params, use_tqdm=False)
+        comps = [
+            [
+                Completion(text=o.text, n_tokens=len(o.token_ids), truncated=o.finish_reason == "length")
+                for o in out.outputs
+            ]
+            for out in outputs
+        ]
+        yield idx, comps
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def _judge(texts: list[str], references: list[str]):
+    from r1lab.rewards import judge
+
+    return judge(texts, references)
+
+
+def _config_fingerprint(model_or_pair, **settings) -> dict[str, Any]:
+    model = model_or_pair if isinstance(model_or_pair, str) else type(model_or_pair[0]).__name__
+    return {"model": model, **settings}
+
+
+def _check_resume(out: Path, config: dict) -> None:
+    path = out / CONFIG_FILE
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != config:
+            diff = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+            raise UserError(
+                f"{out} holds an evaluation with different settings ({', '.join(diff)})",
+                hint="use another --out directory, or delete this one to start over",
+            )
+    else:
+        atomic_write_json(path, config)
+
+
+def evaluate(
+    model_spec_or_pair,
+    dataset,
+    *,
+    n_samples: int = 1,
+    k: int | None = None,
+    temperature: float = 0.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    out_dir: str | Path | None = None,
+    backend: str = "auto",
+    seed: int = 0,
+    limit: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model on a math dataset; returns the summary dict.
+
+    Args:
+        model_spec_or_pair: a model spec for ``r1lab.models.load_model`` (``"tiny"``,
+            ``"smollm2-135m"``, a path) or a ``(model, tokenizer)`` pair.
+        dataset: rows with ``prompt`` (chat messages) and ``solution`` (reference answer), e.g.
+            from ``r1lab.data.load_eval_dataset``; or a source string passed to it.
+        n_samples: completions per problem; ``k`` (default ``n_samples``) for pass@k and maj@k.
+        temperature: 0 = greedy. Sampling (> 0) is needed for pass@k with k > 1 to mean anything.
+        max_new_tokens, batch_size, seed: generation settings (``batch_size`` counts sequences).
+        out_dir: where ``items.jsonl`` and ``summary.json`` go; a rerun here resumes.
+        backend: ``"hf"``, ``"vllm"`` or ``"auto"``.
+        limit: evaluate only the first ``limit`` problems.
+        on_progress: called with ``(items_done, items_total)`` after each batch.
+
+    Returns:
+        ``{"pass@1", "pass@k", "maj@k", "format_rate", "mean_completion_tokens",
+        "truncation_rate", "n_items", "n_unscorable", "by": {...}, ...}`` (``pass@k`` is keyed
+        with the actual k, e.g. ``"pass@4"``).
+
+    Example::
+
+        from r1lab.data import load_eval_dataset
+        ds = load_eval_dataset("builtin", split="test", n=20)
+        evaluate("tiny", ds, n_samples=4, temperature=0.8, max_new_tokens=32)["pass@4"]
+    """
+    k = n_samples if k is None else k
+    if n_samples < 1:
+        raise UserError(f"--n-samples must be >= 1, got {n_samples}")
+    if not 1 <= k <= n_samples:
+        raise UserError(
+            f"k={k} must be between 1 and the number of samples ({n_samples})",
+            hint=f"pass --n-samples {max(k, 1)} or more, or a smaller --k",
+        )
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    chosen = choose_backend(backend)
+    rows = _as_rows(dataset, limit)
+    keys = [_item_key(r) for r in rows]
+
+    out = Path(out_dir) if out_dir is not None else None
+    done: dict[str, dict] = {}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        config = _config_fingerprint(
+            model_spec_or_pair,
+            n_samples=n_samples,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
+        _check_resume(out, config)
+        if (out / ITEMS_FILE).exists():
+            wanted = set(keys)
+            done = {r["key"]: r for r in read_jsonl(out / ITEMS_FILE) if r.get("key") in wanted}
+            if done:
+                logger.info("resuming: %d of %d items already in %s", len(done), len(rows), out / ITEMS_FILE)
+    todo = [i for i, key in enumerate(keys) if key not in done]
+
+    t0 = time.perf_counter()
+    new_tokens = 0
+    if todo:
+        batches = _vllm_batches if chosen == "vllm" else _hf_batches
+        stream = batches(
+            model_spec_or_pair,
+            [rows[i]["prompt"] for i in todo],
+            n_samples=n_samples,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        for local_idx, comps in stream:
+            items = [todo[j] for j in local_idx]
+            texts = [c.text for cs in comps for c in cs]
+            refs = [str(rows[i]["solution"]) for i, cs in zip(items, comps, strict=True) for _ in cs]
+            verdicts = iter(_judge(texts, refs))
+            for i, cs in zip(items, comps, strict=True):
+                vs = [next(verdicts) for _ in cs]
+                row = _item_row(rows[i], keys[i], cs, vs, k)
+                new_tokens += sum(c.n_tokens for c in cs)
+                done[keys[i]] = row
+                if out is not None:
+                    append_jsonl(out / ITEMS_FILE, row)
+            if on_progress is not None:
+                on_progress(sum(key in done for key in keys), len(rows))
+    seconds = time.perf_counter() - t0
+
+    final = [_rescore(done[key], k) for key in keys]
+    summary = aggregate(final, k)
+    summary.update(
+        {
+            "k": k,
+            "n_samples": n_samples,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+            "backend": chosen,
+            "model": model_spec_or_pair if isinstance(model_spec_or_pair, str) else None,
+            "seconds": round(seconds, 3),
+            "new_tokens": new_tokens,
+            "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 and new_tokens else None,
+            "n_resumed": len(rows) - len(todo),
+            "by": breakdown(final, k),
+        }
+    )
+    if summary["n_unscorable"]:
+        logger.warning(
+            "%d item(s) have a reference answer the verifier cannot parse; they are left out of accuracy",
+            summary["n_unscorable"],
+        )
+    if out is not None:
+        atomic_write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _rescore(item: dict, k: int) -> dict:
+    """Metrics recomputed from a stored item's per-sample fields (a resumed run may ask for a
+    different k than the run that wrote the item)."""
+    metrics = score_item(
+        item["answers"], item["correct"], item["formatted"], item["n_tokens"], item["truncated"], k
+    )
+    return {**item, "metrics": metrics}
+
+
+def _item_row(row: dict, key: str, comps, verdicts, k: int) -> dict[str, Any]:
+    answers = [v.answer for v in verdicts]
+    correct = [v.correct for v in verdicts]
+    formatted = [bool(v.formatted) for v in verdicts]
+    item = {
+        "key": key,
+        "problem": row.get("problem")
+        or next((m["content"] for m in row["prompt"] if m["role"] == "user"), ""),
+        "reference": str(row["solution"]),
+        "completions": [c.text for c in comps],
+        "answers": answers,
+        "correct": correct,
+        "formatted": formatted,
+        "n_tokens": [c.n_tokens for c in comps],
+        "truncated": [c.truncated for c in comps],
+        "metrics": score_item(
+            answers, correct, formatted, [c.n_tokens for c in comps], [c.truncated for c in comps], k
+        ),
+    }
+    for name in ("subject", "level"):
+        if row.get(name) not in (None, ""):
+            item[name] = row[name]
+    return item

@@ -1,0 +1,500 @@
+"""The run report: one self-contained HTML page showing what training did.
+
+``write_report(run_dir)`` reads the run directory (``metrics.jsonl``, ``samples.jsonl``,
+``summary.json``, ``config.yaml``; any of them may be missing or cut short) and writes
+``run_dir/report.html`` with PNG plots embedded as base64, so the file can be mailed or opened
+offline. It shows, per training stage: the total reward and each reward function's mean, mean
+completion length, the fraction of zero-variance groups (groups that teach GRPO nothing), the
+clipped-completion ratio, KL and entropy when logged, loss and learning rate; evaluation before and
+after each stage; how often reflection words ("wait", "let me check", ...) appear in sampled
+completions over training (R1's "aha" signal); and sample completions at several steps.
+
+Plots use matplotlib's object API (``Figure``), not pyplot, so no GUI backend or global state is
+involved.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from r1lab.errors import UserError
+from r1lab.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+
+# Phrases whose rise over training R1 reports as the "aha moment"; matched case-insensitively on
+# word boundaries, so "wait" does not count "waiter".
+REFLECTION_PHRASES = (
+    "wait",
+    "let me check",
+    "verify",
+    "re-check",
+    "recheck",
+    "double-check",
+    "hmm",
+    "actually",
+    "mistake",
+    "let me re",
+)
+
+EVAL_KEYS = ("pass@1", "format_rate", "mean_completion_tokens", "truncation_rate")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the run directory (tolerant: a report of a half-finished run is still useful)
+# --------------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path, problems: list[str]) -> list[dict]:
+    """Rows of a JSONL file; unreadable lines are skipped and noted in ``problems``."""
+    if not path.is_file():
+        return []
+    rows, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    if bad:
+        problems.append(f"{path.name}: skipped {bad} unreadable line(s)")
+    return rows
+
+
+def read_summary(path: Path, problems: list[str]) -> dict:
+    """``summary.json`` as a dict (empty when missing or unreadable)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problems.append(f"{path.name}: unreadable ({err})")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def series_by_stage(rows: Iterable[dict]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """``{stage: {metric: [(step, value), ...]}}`` from metrics rows; non-numbers are dropped.
+
+    >>> series_by_stage([{"stage": "grpo", "step": 1, "reward": 0.5, "note": "x"}])
+    {'grpo': {'reward': [(1.0, 0.5)]}}
+    """
+    out: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for i, row in enumerate(rows):
+        stage = str(row.get("stage") or "train")
+        step = _number(row.get("step"))
+        step = float(i) if step is None else step
+        for key, value in row.items():
+            if key in ("stage", "step", "time", "epoch"):
+                continue
+            v = _number(value)
+            if v is not None:
+                out[stage][key].append((step, v))
+    return {s: dict(m) for s, m in out.items()}
+
+
+def completion_to_text(completion: Any) -> str:
+    """A completion stored as a string or as chat messages, as plain text."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        return "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in completion)
+    if isinstance(completion, dict):
+        return str(completion.get("content", ""))
+    return "" if completion is None else str(completion)
+
+
+def prompt_to_text(prompt: Any) -> str:
+    """The last user message of a chat prompt (or the prompt itself when it is a string)."""
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return str(users[-1]) if users else completion_to_text(prompt)
+    return completion_to_text(prompt)
+
+
+def _phrase_regex(phrase: str) -> re.Pattern:
+    return re.compile(r"(?<![A-Za-z])" + re.escape(phrase) + r"(?![A-Za-z])", re.IGNORECASE)
+
+
+_PHRASE_RES = {p: _phrase_regex(p) for p in REFLECTION_PHRASES}
+
+
+def reflection_frequency(
+    samples: Iterable[dict], phrases: Sequence[str] = REFLECTION_PHRASES
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """``{stage: {phrase: [(step, fraction of that step's completions containing it), ...]}}``.
+
+    >>> freq = reflection_frequency([
+    ...     {"stage": "grpo", "step": 1, "completion": "4"},
+    ...     {"stage": "grpo", "step": 2, "completion": "Wait, let me check: 4"},
+    ... ], phrases=("wait", "let me check"))
+    >>> freq["grpo"]["wait"]
+    [(1.0, 0.0), (2.0, 1.0)]
+    """
+    regexes = {p: _PHRASE_RES.get(p) or _phrase_regex(p) for p in phrases}
+    groups: dict[str, dict[float, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for i, s in enumerate(samples):
+        step = _number(s.get("step"))
+        groups[str(s.get("stage") or "train")][float(i) if step is None else step].append(
+            completion_to_text(s.get("completion"))
+        )
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for stage, by_step in groups.items():
+        out[stage] = {
+            p: [
+                (step, sum(bool(rx.search(t)) for t in texts) / len(texts))
+                for step, texts in sorted(by_step.items())
+            ]
+            for p, rx in regexes.items()
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def _smooth(values: list[float]) -> list[float]:
+    """Trailing moving average over ~1/20 of the points (raw noise stays visible underneath)."""
+    w = max(1, len(values) // 20)
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= w:
+            acc -= values[i - w]
+        out.append(acc / min(i + 1, w))
+    return out
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def line_plot(
+    title: str, series: dict[str, list[tuple[float, float]]], ylabel: str = "", *, bold: str | None = None
+) -> str | None:
+    """A PNG (base64) line plot of named ``(x, y)`` series; ``None`` when there is nothing to draw."""
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.add_subplot()
+    for name, points in series.items():
+        xs = [p[0] for p in points]
+        ys = [p[1] for p in points]
+        width = 2.2 if name == bold else 1.3
+        if len(points) >= 20:
+            (line,) = ax.plot(xs, ys, alpha=0.25, linewidth=0.8)
+            ax.plot(xs, _smooth(ys), color=line.get_color(), linewidth=width, label=name)
+        else:
+            ax.plot(
+                xs, ys, marker="o" if len(points) < 12 else None, markersize=3, linewidth=width, label=name
+            )
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) > 1 or bold:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def eval_bar_plot(stages: list[dict], key: str = "pass@1") -> str | None:
+    """Grouped bars of ``key`` before and after each stage that recorded evaluation metrics."""
+    rows = [
+        (
+            s.get("name", "?"),
+            _number((s.get("metrics_before") or {}).get(key)),
+            _number((s.get("metrics_after") or {}).get(key)),
+        )
+        for s in stages
+    ]
+    rows = [r for r in rows if r[1] is not None or r[2] is not None]
+    if not rows:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.add_subplot()
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r[1] or 0.0 for r in rows], width=0.4, label="before")
+    ax.bar([x + 0.2 for x in xs], [r[2] or 0.0 for r in rows], width=0.4, label="after")
+    ax.set_xticks(list(xs), [r[0] for r in rows])
+    ax.set_ylabel(key)
+    ax.set_title(f"evaluation {key} before / after each stage")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.meta{color:#666} .grid{display:flex;flex-wrap:wrap;gap:12px} .grid figure{margin:0}
+img{max-width:100%;border:1px solid #eee} table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:right} th{background:#f6f6f6} td.l,th.l{text-align:left}
+pre{white-space:pre-wrap;background:#f7f7f7;padding:.6em;border-radius:4px;max-height:22em;overflow:auto;font-size:12px}
+.note{color:#8a6d00;background:#fff8e1;padding:.4em .7em;border-radius:4px} .empty{color:#888;font-style:italic}
+.sample{border:1px solid #e3e3e3;border-radius:6px;padding:.5em .8em;margin:.6em 0}
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+def _img(b64: str | None, alt: str) -> str:
+    if b64 is None:
+        return ""
+    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{b64}"></figure>'
+
+
+def _fmt(v: Any) -> str:
+    n = _number(v)
+    if n is None:
+        return _e(v) if v is not None else "-"
+    return f"{n:.4g}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"l" if i == 0 else ""}">{_fmt(c) if i else _e(c)}</td>' for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _stage_plots(stage: str, metrics: dict[str, list[tuple[float, float]]]) -> list[str]:
+    rewards = {
+        k.split("/")[1]: v for k, v in metrics.items() if k.startswith("rewards/") and k.endswith("/mean")
+    }
+    if "reward" in metrics:
+        rewards["total"] = metrics["reward"]
+    plots = [
+        line_plot(f"{stage}: rewards", rewards, "mean reward", bold="total"),
+        line_plot(
+            f"{stage}: mean completion length",
+            {"length": metrics.get("completions/mean_length", [])},
+            "tokens",
+        ),
+        line_plot(
+            f"{stage}: zero-variance groups",
+            {"frac_reward_zero_std": metrics.get("frac_reward_zero_std", [])},
+            "fraction of groups",
+        ),
+        line_plot(
+            f"{stage}: clipped completions",
+            {"clipped_ratio": metrics.get("completions/clipped_ratio", [])},
+            "fraction hitting max length",
+        ),
+        line_plot(f"{stage}: KL to reference", {"kl": metrics.get("kl", [])}, "KL"),
+        line_plot(f"{stage}: entropy", {"entropy": metrics.get("entropy", [])}, "nats"),
+        line_plot(f"{stage}: loss", {"loss": metrics.get("loss", [])}, "loss"),
+        line_plot(f"{stage}: learning rate", {"learning_rate": metrics.get("learning_rate", [])}),
+    ]
+    return [p for p in plots if p is not None]
+
+
+def _pick_steps(steps: Sequence[float], n: int = 4) -> list[float]:
+    """Up to ``n`` steps spread from first to last.
+
+    >>> _pick_steps([1, 2, 3, 4, 5, 6, 7, 8, 9], 3)
+    [1, 5, 9]
+    """
+    steps = sorted(set(steps))
+    if len(steps) <= n:
+        return steps
+    return sorted({steps[round(i * (len(steps) - 1) / (n - 1))] for i in range(n)})
+
+
+def _samples_html(samples: list[dict], per_step: int = 2) -> str:
+    by_stage: dict[str, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for i, s in enumerate(samples):
+        step = _number(s.get("step"))
+        by_stage[str(s.get("stage") or "train")][float(i) if step is None else step].append(s)
+    parts = []
+    for stage, by_step in by_stage.items():
+        for step in _pick_steps(list(by_step)):
+            for s in by_step[step][:per_step]:
+                rewards = s.get("rewards") if isinstance(s.get("rewards"), dict) else {}
+                reward_txt = ", ".join(f"{_e(k)}={_fmt(v)}" for k, v in rewards.items()) or "-"
+                parts.append(
+                    f'<div class="sample"><b>{_e(stage)}</b> step {_fmt(step)} &middot; reference '
+                    f"<code>{_e(s.get('solution'))}</code> &middot; rewards: {reward_txt}"
+                    f"<div><i>question:</i> {_e(prompt_to_text(s.get('prompt')))}</div>"
+                    f"<pre>{_e(completion_to_text(s.get('completion')))}</pre></div>"
+                )
+    return "".join(parts)
+
+
+def _eval_table(stages: list[dict]) -> str:
+    rows = []
+    for s in stages:
+        for when in ("metrics_before", "metrics_after"):
+            m = s.get(when)
+            if isinstance(m, dict) and m:
+                rows.append(
+                    [
+                        f"{s.get('name', '?')} ({when.removeprefix('metrics_')})",
+                        *(m.get(k) for k in EVAL_KEYS),
+                    ]
+                )
+    return _table(["stage", *EVAL_KEYS], rows) if rows else ""
+
+
+def render_report(run_dir: str | Path) -> str:
+    """The report's HTML text for ``run_dir`` (see the module docstring)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(
+            f"run directory not found: {run}",
+            hint="pass a directory under runs/, e.g. r1lab report runs/demo",
+        )
+    problems: list[str] = []
+    metrics_rows = read_rows(run / "metrics.jsonl", problems)
+    samples = read_rows(run / "samples.jsonl", problems)
+    summary = read_summary(run / "summary.json", problems)
+    stages = [s for s in summary.get("stages") or [] if isinstance(s, dict)]
+    name = summary.get("name") or run.name
+    series = series_by_stage(metrics_rows)
+
+    body: list[str] = [
+        f"<h1>r1lab run: {_e(name)}</h1>",
+        f'<p class="meta">{_e(run.resolve())} &middot; report written {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>',
+    ]
+    if problems:
+        body.append("".join(f'<p class="note">{_e(p)}</p>' for p in problems))
+    missing = [f for f in ("summary.json", "metrics.jsonl", "samples.jsonl") if not (run / f).is_file()]
+    if missing:
+        body.append(f'<p class="note">not found in this run: {_e(", ".join(missing))}</p>')
+
+    body.append("<h2>Stages</h2>")
+    if stages:
+        body.append(
+            _table(
+                ["stage", "kind", "status", "seconds", "model"],
+                [
+                    [s.get("name"), s.get("kind"), s.get("status"), s.get("seconds"), s.get("model")]
+                    for s in stages
+                ],
+            )
+        )
+    else:
+        body.append('<p class="empty">no stages recorded in summary.json</p>')
+
+    body.append("<h2>Evaluation before / after each stage</h2>")
+    eval_html = _eval_table(stages)
+    body.append(
+        _img(eval_bar_plot(stages), "evaluation pass@1 before and after each stage") + eval_html
+        if eval_html
+        else '<p class="empty">no evaluation metrics recorded</p>'
+    )
+
+    body.append("<h2>Training curves</h2>")
+    if not series:
+        body.append('<p class="empty">no training metrics logged (metrics.jsonl missing or empty)</p>')
+    for stage, metrics in series.items():
+        plots = _stage_plots(stage, metrics)
+        body.append(f"<h3>{_e(stage)}</h3>")
+        body.append(
+            '<div class="grid">' + "".join(_img(p, f"{stage} plot") for p in plots) + "</div>"
+            if plots
+            else '<p class="empty">no plottable metrics</p>'
+        )
+
+    body.append("<h2>Reflection words in sampled completions</h2>")
+    body.append(
+        "<p>Fraction of each step's sampled completions that contain the phrase. R1 reports these rising during RL "
+        "as the model learns to re-check its work.</p>"
+    )
+    freq = reflection_frequency(samples)
+    if not freq:
+        body.append('<p class="empty">no samples logged (samples.jsonl missing or empty)</p>')
+    for stage, by_phrase in freq.items():
+        seen = {p: pts for p, pts in by_phrase.items() if any(v > 0 for _, v in pts)}
+        totals = [[p, sum(v for _, v in pts) / len(pts)] for p, pts in by_phrase.items() if pts]
+        plot = line_plot(f"{stage}: reflection words", seen, "fraction of completions")
+        body.append(
+            f"<h3>{_e(stage)}</h3>"
+            + (
+                _img(plot, f"{stage} reflection words")
+                if plot
+                else '<p class="empty">none of the phrases appear</p>'
+            )
+        )
+        body.append(_table(["phrase", "mean fraction over steps"], totals))
+
+    body.append("<h2>Sample completions</h2>")
+    body.append(_samples_html(samples) or '<p class="empty">no samples logged</p>')
+
+    config = run / "config.yaml"
+    if config.is_file():
+        body.append(
+            f"<h2>Config</h2><details><summary>config.yaml</summary><pre>{_e(config.read_text(encoding='utf-8', errors='replace'))}</pre></details>"
+        )
+
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'  # no favicon request (a console error when opened from disk)
+        f"<title>r1lab report: {_e(name)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``run_dir/report.html`` (or ``out``) atomically and return its path.
+
+    Works on partial runs: missing or empty ``metrics.jsonl``/``samples.jsonl``/``summary.json``
+    give sections that say so instead of errors.
+
+    Example::
+
+        path = write_report("runs/demo")   # runs/demo/report.html
+    """
+    text = render_report(run_dir)
+    path = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
+    atomic_write_text(path, text)
+    logger.info("report written to %s", path)
+    return path
