@@ -1,0 +1,104 @@
+"""Reward names for recipes: ``get_reward_funcs(["accuracy", "format"], format={"newlines": True})``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from r1lab.errors import UserError
+from r1lab.rewards.functions import (
+    AccuracyReward,
+    CosineReward,
+    FormatReward,
+    LengthReward,
+    ReasoningStepsReward,
+    RepetitionPenaltyReward,
+    SoftOverlongReward,
+    TagCountReward,
+)
+
+# name -> factory. Every factory takes keyword parameters only and returns a picklable callable whose
+# ``__name__`` is the registry name.
+REWARDS: dict[str, Callable[..., Any]] = {
+    "accuracy": AccuracyReward,
+    # Only the <answer> block counts: R1's rule-based accuracy reward, no fallbacks.
+    "accuracy_strict": partial(AccuracyReward, fallbacks=(), name="accuracy_strict"),
+    "format": FormatReward,
+    "tag_count": TagCountReward,
+    "reasoning_steps": ReasoningStepsReward,
+    "cosine": CosineReward,
+    "repetition_penalty": RepetitionPenaltyReward,
+    "length": LengthReward,
+    "soft_overlong": SoftOverlongReward,
+}
+
+
+def _factory_params(factory) -> set[str]:
+    target = factory.func if isinstance(factory, partial) else factory
+    sig = inspect.signature(target)
+    fixed = set(factory.keywords) if isinstance(factory, partial) else set()
+    return {p for p in sig.parameters if p not in ("self", "name") and p not in fixed}
+
+
+def parse_names(names: list[str] | str) -> list[str]:
+    """``"accuracy, format"`` or ``["accuracy", "format"]`` -> ``["accuracy", "format"]``."""
+    if isinstance(names, str):
+        names = names.split(",")
+    return [n.strip() for n in names if n and n.strip()]
+
+
+def get_reward_funcs(names: list[str] | str, **params: Mapping[str, Any]) -> list[Callable]:
+    """Build reward callables by name, in order, for ``GRPOTrainer(reward_funcs=...)``.
+
+    ``names``: a list or comma-separated string of names from :data:`REWARDS`: accuracy,
+    accuracy_strict, format, tag_count, reasoning_steps, cosine, repetition_penalty, length,
+    soft_overlong. ``params``: one keyword per reward name, whose value is a dict of that reward's
+    constructor parameters. In a recipe this is a mapping under the reward's name, e.g.::
+
+        rewards: [accuracy, format, cosine]
+        reward_params:
+          accuracy: {fallbacks: [boxed], timeout: 2.0}
+          format: {newlines: true, think_prefilled: false}
+          cosine: {max_len: 1000}
+
+    Weights are not set here; they go to TRL's ``reward_weights`` in the recipe.
+
+    >>> [f.__name__ for f in get_reward_funcs("accuracy,format", format={"newlines": True})]
+    ['accuracy', 'format']
+    >>> get_reward_funcs(["tag_count"])[0](["<think>\\nx\\n</think>\\n<answer>\\n1\\n</answer>"])
+    [1.0]
+    """
+    chosen = parse_names(names)
+    if not chosen:
+        raise UserError("no reward functions given", hint=f"choose from: {', '.join(REWARDS)}")
+    stray = [k for k in params if k not in chosen]
+    if stray:
+        raise UserError(
+            f"reward parameters given for {stray} but those rewards are not selected ({chosen})",
+            hint="add them to the reward list or remove their parameters",
+        )
+    funcs = []
+    for name in chosen:
+        if name not in REWARDS:
+            raise UserError(f"unknown reward {name!r}", hint=f"choose from: {', '.join(REWARDS)}")
+        kw = dict(params.get(name) or {})
+        if not isinstance(params.get(name) or {}, Mapping):
+            raise UserError(f"parameters of reward {name!r} must be a mapping, got {params.get(name)!r}")
+        allowed = _factory_params(REWARDS[name])
+        unknown = sorted(set(kw) - allowed)
+        if unknown:
+            raise UserError(
+                f"unknown parameter(s) {unknown} for reward {name!r}",
+                hint=f"{name} accepts: {', '.join(sorted(allowed)) or 'no parameters'}",
+            )
+        if "fallbacks" in kw and kw["fallbacks"] is not None:
+            kw["fallbacks"] = (
+                tuple(kw["fallbacks"]) if not isinstance(kw["fallbacks"], str) else (kw["fallbacks"],)
+            )
+        try:
+            funcs.append(REWARDS[name](**kw))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad parameters for reward {name!r}: {exc}") from exc
+    return funcs
