@@ -1,13 +1,207 @@
-"""CLI verbs of r1lab.cli.train — placeholder until its issue lands; replace this whole file."""
+"""``r1lab run`` (a whole recipe) and ``r1lab grpo|sft|rs`` (one stage).
 
-from r1lab.errors import UserError
+Any recipe field can be overridden on the command line: run-level fields as ``--model tiny``, stage fields
+as ``--<stage>.<field> value`` (a stage is addressed by its name), e.g. ``--grpo.learning_rate 1e-6``.
+For the one-stage verbs, ``--<field> value`` sets a field of that stage directly.
+"""
 
-VERBS: list[str] = []
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+VERBS = ["run", "grpo", "sft", "rs"]
+
+RUN_DESCRIPTION = """Run a recipe's stages in order (default: the seed recipe, GRPO -> SFT -> inference).
+
+Everything the run makes goes under OUTPUT_DIR/NAME (runs/<name>/): the resolved config, each stage's
+model, metrics.jsonl, samples.jsonl, TensorBoard logs, summary.json and report.html. Running the same
+command again skips finished stages and resumes an interrupted one from its last complete checkpoint.
+
+Override any field: run-level as --field value, a stage's as --<stage>.<field> value (TRL field names).
+
+examples:
+  r1lab run                                              # recipes/seed.yaml on smollm2-135m
+  r1lab run --config recipes/r1-zero.yaml --model tiny --name z0 --grpo.max_steps 5
+  r1lab run --config r1 --model tiny --grpo1.learning_rate 1e-5 --eval_n 8
+  r1lab run --config recipes/seed.yaml --name demo --dry-run   # validate and print the resolved recipe
+"""
+
+STAGE_DESCRIPTIONS = {
+    "grpo": """Run one GRPO stage (TRL GRPOTrainer with r1lab's rewards) as its own run.
+
+Stage fields (rewards, data, n, and any TRL GRPOConfig field) are given as --<field> value.
+
+examples:
+  r1lab grpo --model tiny --name g --max_steps 10 --rewards accuracy,format,tag_count
+  r1lab grpo --model smollm2-135m --data builtin:level=1 --num_generations 4 --learning_rate 1e-6
+  r1lab grpo --model runs/demo/sft/model --name more-rl --beta 0.04 --loss_type dr_grpo
+""",
+    "sft": """Run one SFT stage (TRL SFTTrainer, loss on the assistant turn only) as its own run.
+
+examples:
+  r1lab sft --model tiny --name s --max_steps 50
+  r1lab sft --model smollm2-135m --data traces.jsonl --num_train_epochs 1 --learning_rate 2e-5
+  r1lab sft --model runs/x/grpo/model --data runs/x/rs/data.jsonl --name polish
+""",
+    "rs": """Rejection sampling: sample K completions per prompt, keep the correct and well-formatted ones,
+write them as SFT data (runs/<name>/rs/data.jsonl) for a later `r1lab sft --data ...`.
+
+examples:
+  r1lab rs --model runs/demo/grpo/model --name rs1 --n 64 --num_samples 8
+  r1lab rs --model smollm2-135m --data builtin:level=1 --num_samples 4 --max_per_prompt 2
+""",
+}
 
 
-def register(sub) -> None:  # noqa: D103
-    return None
+class OverridesParser(argparse.ArgumentParser):
+    """An ArgumentParser that collects unknown ``--key value`` / ``--key=value`` options as overrides
+    instead of rejecting them (the keys are checked against the recipe and TRL later, with suggestions)."""
+
+    dotted_only = True
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        overrides, left = list(getattr(namespace, "overrides", None) or []), []
+        i = 0
+        while i < len(rest):
+            tok = rest[i]
+            if tok.startswith("--") and len(tok) > 2 and (not self.dotted_only or "." in tok.split("=")[0]):
+                if "=" in tok:
+                    overrides.append(tok[2:])
+                    i += 1
+                    continue
+                if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                    overrides.append(f"{tok[2:]}={rest[i + 1]}")
+                    i += 2
+                    continue
+                overrides.append(f"{tok[2:]}=true")  # a bare flag means true
+                i += 1
+                continue
+            left.append(tok)
+            i += 1
+        namespace.overrides = overrides
+        return namespace, left
 
 
-def _not_yet(args):  # pragma: no cover
-    raise UserError("this verb is not implemented yet")
+class StageOverridesParser(OverridesParser):
+    dotted_only = False
+
+
+def register(sub) -> None:
+    """Add the ``run``, ``grpo``, ``sft`` and ``rs`` verbs."""
+    from r1lab.cli import HelpFormatter, add_common_flags
+
+    p = sub.add_parser("run", help="run a recipe: GRPO -> SFT -> inference (resumable)",
+                       description=RUN_DESCRIPTION, formatter_class=HelpFormatter)
+    p.__class__ = OverridesParser
+    p.allow_abbrev = False  # `--n 64` must not turn into `--name 64`
+    p.add_argument("--config", default="recipes/seed.yaml",
+                   help="recipe YAML, or the name of a bundled recipe (seed, r1, r1-zero)")
+    _run_level_flags(p)
+    p.add_argument("--only", default=None, help="comma-separated stage names to run (others are skipped)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe, run nothing")
+    add_common_flags(p)
+    p.set_defaults(func=_run_handler)
+
+    for kind in ("grpo", "sft", "rs"):
+        help_ = {"grpo": "one GRPO stage", "sft": "one SFT stage (assistant-only loss)",
+                 "rs": "rejection sampling: write SFT data from correct samples"}[kind]
+        sp = sub.add_parser(kind, help=help_, description=STAGE_DESCRIPTIONS[kind], formatter_class=HelpFormatter)
+        sp.__class__ = StageOverridesParser
+        sp.allow_abbrev = False
+        sp.add_argument("--config", default=None, help="take the stage's defaults from this recipe (see --stage)")
+        sp.add_argument("--stage", default=None, help=f"which stage of --config to use (default: the first {kind})")
+        _run_level_flags(sp)
+        sp.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe")
+        add_common_flags(sp)
+        sp.set_defaults(func=_stage_handler, kind=kind)
+
+
+def _run_level_flags(p) -> None:
+    p.add_argument("--name", default=None, help="run name: outputs go to OUTPUT_DIR/NAME")
+    p.add_argument("--model", default=None, help="model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id")
+    p.add_argument("--data", default=None, help="training data: builtin[:level=N], a hub name, or a local file")
+    p.add_argument("--output-dir", dest="output_dir", default=None, help="where runs go (default: runs)")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--lora", action="store_true", default=None, help="train LoRA adapters (merged when saved)")
+
+
+def resolve_recipe_path(value: str) -> Path:
+    """A recipe path, or a bundled recipe's name (``seed`` -> recipes/seed.yaml)."""
+    p = Path(value)
+    if p.is_file():
+        return p
+    name = p.name if p.suffix in (".yaml", ".yml") else f"{value}.yaml"
+    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[3] / "recipes"):
+        if (root / name).is_file():
+            return root / name
+    return p  # load_config reports it as not found
+
+
+def _run_level_overrides(args) -> list[str]:
+    out = []
+    for key in ("name", "model", "data", "output_dir", "seed", "lora"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def _run_handler(args) -> int:
+    from r1lab.config import load_config
+
+    run = load_config(resolve_recipe_path(args.config), _run_level_overrides(args) + list(args.overrides))
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    return _execute(run, dry_run=args.dry_run, only=only)
+
+
+def _stage_handler(args) -> int:
+    from r1lab.config import apply_overrides, load_config
+
+    kind = args.kind
+    stage_overrides = []
+    run_overrides = []
+    for o in args.overrides:
+        key = o.split("=", 1)[0]
+        (run_overrides if "." in key else stage_overrides).append(o)
+    if args.config:
+        base = load_config(resolve_recipe_path(args.config)).to_dict()
+        candidates = [s for s in base["stages"] if (args.stage and s["name"] == args.stage)
+                      or (not args.stage and s["kind"] == kind)]
+        if not candidates:
+            from r1lab.errors import UserError
+
+            raise UserError(f"{args.config} has no {'stage ' + args.stage if args.stage else kind + ' stage'}",
+                            hint="pick one with --stage NAME")
+        stage = dict(candidates[0], name=kind)
+        base["stages"] = [stage]
+    else:
+        base = {"name": kind, "stages": [{"name": kind, "kind": kind}]}
+    base.setdefault("name", kind)
+    data = apply_overrides(base, _run_level_overrides(args) + run_overrides)
+    data = apply_overrides(data, [f"{kind}.{o}" for o in stage_overrides])
+    from r1lab.config import RunConfig
+
+    run = RunConfig.from_dict(data, source=args.config or f"r1lab {kind}")
+    if args.data is not None:
+        run.stages[0].data = args.data
+    return _execute(run, dry_run=args.dry_run)
+
+
+def _execute(run, *, dry_run: bool, only: list[str] | None = None) -> int:
+    import yaml
+    from rich.console import Console
+
+    from r1lab.pipeline import check, run_pipeline, summary_tables
+
+    console = Console()
+    if dry_run:
+        check(run)
+        console.print(yaml.safe_dump(run.to_dict(), sort_keys=False), markup=False, highlight=False)
+        return 0
+    summary = run_pipeline(run, only=only)
+    for table in summary_tables(summary):
+        console.print(table)
+    console.print(f"run directory: {run.run_dir}", markup=False, highlight=False)
+    return 0

@@ -1,0 +1,429 @@
+"""A run and its stages, as plain dataclasses read from a recipe YAML plus command-line overrides.
+
+A recipe has run-level fields (name, model, data sources, ...) and a list of ``stages``. Each stage has a
+``kind`` (grpo, sft, rs, eval, inference), a few r1lab fields (data, rewards, ...), and, for the training
+kinds, any field of TRL's ``GRPOConfig`` / ``SFTConfig`` under its own TRL name, passed through unchanged:
+
+    name: seed
+    model: smollm2-135m
+    stages:
+      - {name: grpo, kind: grpo, rewards: [accuracy, format], learning_rate: 1.0e-6, num_generations: 4}
+      - {name: sft, kind: sft, data: builtin}
+
+Everything is validated here, before any model loads (unknown fields with close matches, TRL's batch-size
+rule, reward names, data sources, stage references), and every problem is a :class:`UserError` that names the
+file, the stage and the field, and says how to fix it.
+
+>>> cfg = RunConfig.from_dict({"name": "x", "model": "tiny", "stages": [{"name": "g", "kind": "grpo",
+...     "num_generations": 2, "per_device_train_batch_size": 2}]})
+>>> cfg.stages[0].args["num_generations"]
+2
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r1lab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("grpo", "sft", "rs", "eval", "inference")
+TRAINING_KINDS = ("grpo", "sft")
+
+
+@dataclass
+class StageConfig:
+    """One stage of a run. ``args`` holds TRL trainer fields (grpo/sft only), passed through unchanged."""
+
+    name: str
+    kind: str
+    # Model to start from: default is the previous training stage's output (or the run's model).
+    model: str | None = None
+    # Data source: "builtin[:opts]", a hub name, a local file, or "stage:<rs-stage-name>".
+    data: str | None = None
+    split: str = "train"
+    n: int | None = None  # number of examples/prompts to use (None = all)
+    # grpo
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"])
+    reward_params: dict[str, Any] = field(default_factory=dict)
+    # rs / eval / inference
+    num_samples: int = 4  # rs: completions per prompt (K); eval: samples per problem
+    temperature: float | None = None
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    max_per_prompt: int = 1  # rs: keep at most this many accepted completions per prompt
+    questions: list[str] = field(default_factory=list)  # inference
+    # Measure held-out accuracy/format before and after this stage (training stages).
+    evaluate: bool = True
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trains(self) -> bool:
+        return self.kind in TRAINING_KINDS
+
+    @property
+    def writes_model(self) -> bool:
+        return self.kind in TRAINING_KINDS
+
+
+STAGE_FIELDS = {f.name for f in dataclasses.fields(StageConfig)} - {"args"}
+# r1lab stage fields that mean something only for some kinds (others are rejected so typos surface).
+KIND_FIELDS = {
+    "grpo": {"name", "kind", "model", "data", "split", "n", "rewards", "reward_params", "evaluate"},
+    "sft": {"name", "kind", "model", "data", "split", "n", "evaluate"},
+    "rs": {"name", "kind", "model", "data", "split", "n", "num_samples", "temperature", "max_new_tokens",
+           "batch_size", "max_per_prompt", "evaluate"},
+    "eval": {"name", "kind", "model", "data", "split", "n", "num_samples", "temperature", "max_new_tokens",
+             "batch_size"},
+    "inference": {"name", "kind", "model", "questions", "temperature", "max_new_tokens"},
+}
+
+
+@dataclass
+class RunConfig:
+    """A whole run: where it writes, which model it starts from, and its stages in order."""
+
+    name: str = "run"
+    model: str = "smollm2-135m"
+    output_dir: str = "runs"
+    seed: int = 0
+    system_prompt: str | None = "r1"
+    data: str = "builtin"  # default training data for stages without their own
+    eval_data: str = "builtin"  # held-out problems for before/after metrics (its test split)
+    eval_n: int = 32  # held-out problems per before/after measurement; 0 turns it off
+    eval_max_new_tokens: int = 256
+    eval_batch_size: int = 16
+    dtype: str = "auto"
+    device: str = "auto"
+    lora: Any = None
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    report: bool = True  # write report.html at the end (if r1lab.report is available)
+    stages: list[StageConfig] = field(default_factory=list)
+    source: str | None = None  # the recipe file it came from (for messages)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def stage(self, name: str) -> StageConfig:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str | None = None) -> RunConfig:
+        """Build from a parsed recipe (no validation against TRL; see :func:`validate`)."""
+        where = source or "recipe"
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: a recipe must be a mapping of fields", hint="see recipes/seed.yaml")
+        data = copy.deepcopy(data)
+        raw_stages = data.pop("stages", None) or []
+        run_fields = {f.name for f in dataclasses.fields(cls)} - {"stages", "source"}
+        unknown = [k for k in data if k not in run_fields]
+        if unknown:
+            raise UserError(
+                f"{where}: unknown run field {unknown[0]!r}", hint=_close_hint(unknown[0], run_fields | {"stages"})
+            )
+        run = cls(**data, source=source)
+        if not isinstance(raw_stages, list):
+            raise UserError(f"{where}: 'stages' must be a list", hint="write `stages:` then `- name: ...` items")
+        for i, raw in enumerate(raw_stages):
+            run.stages.append(_stage_from_dict(raw, f"{where}: stages[{i}]"))
+        return run
+
+    def to_dict(self) -> dict:
+        """A plain dict (the resolved recipe written to ``runs/<name>/config.yaml``)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("stages", "source")}
+        out["stages"] = []
+        for s in self.stages:
+            d = {"name": s.name, "kind": s.kind}
+            for k in sorted(KIND_FIELDS[s.kind] - {"name", "kind"}):
+                d[k] = copy.deepcopy(getattr(s, k))
+            d.update(copy.deepcopy(s.args))
+            out["stages"].append(d)
+        return out
+
+
+def _stage_from_dict(raw: Any, where: str) -> StageConfig:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: a stage must be a mapping", hint="e.g. `- {name: grpo, kind: grpo}`")
+    raw = dict(raw)
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise UserError(f"{where}: stage kind {kind!r} is not one of {', '.join(KINDS)}",
+                        hint=_close_hint(str(kind), set(KINDS)) or "set `kind:`")
+    name = raw.get("name") or kind
+    raw["name"] = str(name)
+    where = f"{where} ({name})"
+    # Fields r1lab knows for this kind; for grpo/sft everything else is a TRL field (checked in validate),
+    # which is also how TRL's own `temperature` etc. reach GRPOConfig.
+    own = {k: raw.pop(k) for k in list(raw) if k in KIND_FIELDS[kind]}
+    if raw and kind not in TRAINING_KINDS:
+        bad = next(iter(raw))
+        if bad in STAGE_FIELDS:
+            raise UserError(f"{where}: field {bad!r} does not apply to a {kind} stage",
+                            hint=f"{kind} stages take: {', '.join(sorted(KIND_FIELDS[kind] - {'name', 'kind'}))}")
+        raise UserError(
+            f"{where}: unknown field {bad!r} for a {kind} stage",
+            hint=_close_hint(bad, KIND_FIELDS[kind]) or f"it takes: {', '.join(sorted(KIND_FIELDS[kind]))}",
+        )
+    if isinstance(own.get("rewards"), str):
+        own["rewards"] = [r.strip() for r in own["rewards"].split(",") if r.strip()]
+    if isinstance(own.get("questions"), str):
+        own["questions"] = [own["questions"]]
+    return StageConfig(**own, args=raw)
+
+
+def _close_hint(name: str, choices) -> str | None:
+    close = difflib.get_close_matches(name, sorted(choices), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(close)}?" if close else None
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
+    """Read a recipe YAML (or start empty) and apply overrides; does not validate (see :func:`validate`).
+
+    ``overrides`` is a list of ``key=value`` strings (``"model=tiny"``, ``"grpo.learning_rate=1e-6"``: a
+    stage is addressed by its name) or a dict of the same keys. Values are parsed as YAML scalars.
+    """
+    import yaml
+
+    data: dict = {}
+    source = None
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            hint = "the bundled recipes are recipes/seed.yaml, recipes/r1.yaml, recipes/r1-zero.yaml"
+            raise UserError(f"recipe not found: {path}", hint=hint)
+        source = str(p)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"{p}: not valid YAML: {err}".replace("\n", " "), hint="fix the syntax") from err
+    if overrides:
+        data = apply_overrides(data, overrides, source=source or "recipe")
+    return RunConfig.from_dict(data, source=source)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML would read it: ``1e-6`` -> float, ``true`` -> bool, ``[a, b]`` -> list."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # YAML 1.1 reads "1e-6" as a string; users mean a number.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str] | dict, *, source: str = "recipe") -> dict:
+    """Return a copy of the recipe dict with dotted overrides applied (see :func:`load_config`)."""
+    data = copy.deepcopy(data)
+    items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
+    stages = data.setdefault("stages", []) or []
+    data["stages"] = stages
+    for key, value in items:
+        value = parse_value(value) if isinstance(value, str) else value
+        key = key.replace("-", "_")
+        if "." not in key:
+            data[key] = value
+            continue
+        stage_name, field_name = key.split(".", 1)
+        matches = [s for s in stages if isinstance(s, dict) and (s.get("name") or s.get("kind")) == stage_name]
+        if not matches:
+            names = [str(s.get("name") or s.get("kind")) for s in stages if isinstance(s, dict)]
+            raise UserError(
+                f"override --{key}: {source} has no stage named {stage_name!r}",
+                hint=f"stages are: {', '.join(names) or '(none)'}",
+            )
+        matches[0][field_name] = value
+    return data
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise UserError(f"override {text!r} has no value", hint="write key=value, e.g. grpo.learning_rate=1e-6")
+    key, value = text.split("=", 1)
+    return key.strip().lstrip("-"), value
+
+
+# --------------------------------------------------------------------------------------- validation
+
+
+def trl_config_class(kind: str):
+    """TRL's config dataclass for a training stage kind."""
+    if kind == "grpo":
+        from trl import GRPOConfig
+
+        return GRPOConfig
+    if kind == "sft":
+        from trl import SFTConfig
+
+        return SFTConfig
+    raise ValueError(kind)
+
+
+def world_size() -> int:
+    """Processes taking part in training (``accelerate launch`` sets WORLD_SIZE)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def validate(run: RunConfig) -> RunConfig:
+    """Check a run before any model loads; raise :class:`UserError` with the fix for the first problem."""
+    where = run.source or "recipe"
+    if not run.name or "/" in run.name or run.name.startswith("."):
+        raise UserError(f"{where}: bad run name {run.name!r}", hint="use a plain folder name, e.g. --name demo")
+    if not run.stages:
+        raise UserError(f"{where}: the run has no stages", hint="add a `stages:` list (see recipes/seed.yaml)")
+    if not str(run.model or "").strip():
+        raise UserError(f"{where}: no model", hint="set `model:` or pass --model tiny|smollm2-135m|<path>")
+    if run.eval_n < 0:
+        raise UserError(f"{where}: eval_n must be >= 0", hint="0 turns before/after metrics off")
+    seen: dict[str, StageConfig] = {}
+    for i, stage in enumerate(run.stages):
+        here = f"{where}: stage {stage.name!r}"
+        if stage.name in seen:
+            raise UserError(f"{here}: duplicate stage name", hint="give each stage a unique `name:`")
+        if not stage.name.replace("-", "_").replace(".", "_").isidentifier() and not stage.name.isalnum():
+            raise UserError(f"{here}: stage names must be simple words", hint="use letters, digits, - or _")
+        if stage.n is not None and stage.n < 1:
+            raise UserError(f"{here}: n must be >= 1", hint="or leave it out to use all examples")
+        if stage.kind in TRAINING_KINDS:
+            _validate_trl_args(stage, here)
+        if stage.kind == "grpo":
+            _validate_rewards(stage, here)
+        if stage.kind == "rs":
+            if stage.num_samples < 1 or stage.max_per_prompt < 1:
+                raise UserError(f"{here}: num_samples and max_per_prompt must be >= 1", hint="e.g. num_samples: 4")
+        if stage.kind == "inference" and not stage.questions:
+            stage.questions = [DEFAULT_QUESTION]
+        _validate_data(stage, run, seen, here, i)
+        seen[stage.name] = stage
+    return run
+
+
+DEFAULT_QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have now?"
+
+
+def _validate_trl_args(stage: StageConfig, here: str) -> None:
+    cls = trl_config_class(stage.kind)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in stage.args:
+        if key not in known:
+            hint = _close_hint(key, known | (KIND_FIELDS[stage.kind] - {"name", "kind"}))
+            raise UserError(
+                f"{here}: unknown field {key!r} (not an r1lab {stage.kind} field nor a TRL {cls.__name__} field)",
+                hint=hint or f"see `python -c 'import trl; help(trl.{cls.__name__})'` for valid names",
+            )
+    reserved = {"output_dir"}
+    for key in reserved & set(stage.args):
+        raise UserError(f"{here}: {key} is set by r1lab (runs/<name>/<stage>/checkpoints)",
+                        hint="set the run's `output_dir`/`name` instead")
+    if stage.kind == "grpo":
+        _validate_grpo_batch(stage, here, cls)
+
+
+def _default(cls, name):
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:  # pragma: no cover
+                return f.default_factory()
+    return None
+
+
+def _validate_grpo_batch(stage: StageConfig, here: str, cls) -> None:
+    """TRL's generation-batch rule, checked up front with the fix spelled out."""
+    a = stage.args
+    get = lambda k: a[k] if k in a else _default(cls, k)  # noqa: E731
+    bs, ga = int(get("per_device_train_batch_size")), int(get("gradient_accumulation_steps"))
+    g = int(get("num_generations"))
+    procs = world_size()
+    if g < 2:
+        raise UserError(f"{here}: num_generations={g}, but GRPO needs at least 2 completions per prompt",
+                        hint="set num_generations: 2 or more")
+    gen_bs, steps = a.get("generation_batch_size"), a.get("steps_per_generation")
+    if gen_bs is not None and steps is not None:
+        raise UserError(f"{here}: set generation_batch_size or steps_per_generation, not both",
+                        hint="remove one of them")
+    if gen_bs is None:
+        gen_bs = bs * procs * int(steps if steps is not None else ga)
+        how = (f"per_device_train_batch_size ({bs}) x processes ({procs}) x "
+               f"{'steps_per_generation' if steps is not None else 'gradient_accumulation_steps'} "
+               f"({steps if steps is not None else ga}) = {gen_bs}")
+    else:
+        gen_bs = int(gen_bs)
+        how = f"generation_batch_size = {gen_bs}"
+        if gen_bs % (bs * procs):
+            raise UserError(f"{here}: generation_batch_size ({gen_bs}) is not a multiple of the global batch "
+                            f"({bs} x {procs} processes)", hint=f"use a multiple of {bs * procs}")
+    if gen_bs % g:
+        ok = [k for k in range(2, gen_bs + 1) if gen_bs % k == 0]
+        raise UserError(
+            f"{here}: {how} is not divisible by num_generations ({g}); every prompt needs all its completions "
+            "in one generation batch",
+            hint=f"set num_generations to one of {ok} or per_device_train_batch_size to a multiple of {g}",
+        )
+
+
+def _validate_rewards(stage: StageConfig, here: str) -> None:
+    if not stage.rewards:
+        raise UserError(f"{here}: no rewards", hint="e.g. rewards: [accuracy, format]")
+    try:
+        from r1lab.rewards import REWARDS
+    except ImportError:  # pragma: no cover - the rewards package is part of r1lab
+        REWARDS = None
+    if REWARDS is not None:
+        for name in stage.rewards:
+            if name not in REWARDS:
+                hint = _close_hint(name, set(REWARDS)) or f"available: {', '.join(sorted(REWARDS))}"
+                raise UserError(f"{here}: unknown reward {name!r}", hint=hint)
+    weights = stage.args.get("reward_weights")
+    if weights is not None and len(weights) != len(stage.rewards):
+        raise UserError(f"{here}: {len(weights)} reward_weights for {len(stage.rewards)} rewards",
+                        hint="give one weight per reward, in the same order")
+
+
+def _validate_data(stage: StageConfig, run: RunConfig, seen: dict, here: str, index: int) -> None:
+    src = stage.data
+    if src is None or stage.kind == "inference":
+        return
+    if src.startswith("stage:"):
+        ref = src.split(":", 1)[1]
+        if ref not in seen:
+            later = [s.name for s in run.stages[index + 1:]]
+            why = "runs later" if ref in later else "does not exist"
+            raise UserError(f"{here}: data {src!r} refers to stage {ref!r}, which {why}",
+                            hint="refer to an earlier rs stage by name")
+        if seen[ref].kind != "rs":
+            raise UserError(f"{here}: data {src!r} refers to a {seen[ref].kind} stage",
+                            hint="only rs (rejection sampling) stages write data; refer to one of those")
+        return
+    if _looks_like_path(src) and not Path(src).exists():
+        raise UserError(f"{here}: data file not found: {src}", hint="check the path, or use data: builtin")
+
+
+def _looks_like_path(src: str) -> bool:
+    return src.startswith((".", "/", "~")) or Path(src).suffix in (".jsonl", ".json", ".csv", ".parquet")

@@ -1,0 +1,375 @@
+"""Run a recipe's stages in order, skipping finished ones and resuming an interrupted one.
+
+Run directory (``runs/<name>/``)::
+
+    config.yaml          the resolved recipe
+    <stage>/model/       a training stage's final model (HF format; written atomically = the "done" marker)
+    <stage>/checkpoints/ checkpoint-N/ with a COMPLETE marker once fully written
+    <stage>/data.jsonl   a rejection-sampling stage's SFT data (+ stats.json)
+    metrics.jsonl        one row per trainer log event (stage, step, time, TRL's keys unchanged)
+    samples.jsonl        sampled completions during GRPO, with their rewards and reference answer
+    tb/<stage>/          TensorBoard logs
+    evals/<label>/       held-out evaluations behind metrics_before/after (resumable)
+    summary.json         per stage: status, seconds, model, metrics_before, metrics_after, what it achieved
+    report.html          written by r1lab.report at the end, when available
+
+>>> from r1lab.config import load_config
+>>> summary = run_pipeline(load_config("recipes/r1-zero.yaml", {"model": "tiny"}))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from r1lab.config import RunConfig, StageConfig, validate
+from r1lab.errors import UserError
+from r1lab.io import atomic_write_json, atomic_write_text, read_jsonl
+
+log = logging.getLogger(__name__)
+
+KEY_METRICS = ("accuracy", "format_rate", "mean_completion_tokens", "truncation_rate")
+
+
+def is_main_process() -> bool:
+    """True on the process that writes run files (the only one without ``accelerate launch``)."""
+    try:
+        from accelerate import PartialState
+
+        return PartialState().is_main_process
+    except Exception:  # pragma: no cover - accelerate is a dependency
+        return True
+
+
+def check(run: RunConfig) -> RunConfig:
+    """Validate the whole run, including building each training stage's TRL config (cheap, no model)."""
+    from r1lab.train.common import build_trl_args
+
+    validate(run)
+    for stage in run.stages:
+        if stage.trains:
+            build_trl_args(stage, run, run.run_dir / stage.name / "checkpoints")
+        _check_data_source(stage, run)
+    return run
+
+
+def _check_data_source(stage: StageConfig, run: RunConfig) -> None:
+    """Ask the data package whether a source can be loaded (cheap checks only), when it offers that."""
+    src = stage.data or (run.data if stage.kind in ("grpo", "sft", "rs") else None)
+    if not src or src.startswith("stage:"):
+        return
+    try:
+        from r1lab.data import check_source
+    except ImportError:
+        return
+    check_source(src)
+
+
+# ------------------------------------------------------------------------------------- summary
+
+
+def load_summary(run: RunConfig) -> dict:
+    path = run.run_dir / "summary.json"
+    if path.is_file():
+        import json
+
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("name") == run.name:
+                data.setdefault("stages", [])
+                return data
+        except ValueError:
+            log.warning("ignoring unreadable %s", path)
+    return {"name": run.name, "model": run.model, "stages": []}
+
+
+def _entry(summary: dict, stage: StageConfig) -> dict:
+    for e in summary["stages"]:
+        if e.get("name") == stage.name:
+            e["kind"] = stage.kind
+            return e
+    e = {"name": stage.name, "kind": stage.kind, "status": "pending"}
+    summary["stages"].append(e)
+    return e
+
+
+def _save_summary(run: RunConfig, summary: dict) -> None:
+    if is_main_process():
+        order = {s.name: i for i, s in enumerate(run.stages)}
+        summary["stages"].sort(key=lambda e: order.get(e.get("name"), len(order)))
+        atomic_write_json(run.run_dir / "summary.json", summary)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | None:
+    """Accuracy, format rate, mean completion tokens on ``run.eval_n`` held-out problems (greedy)."""
+    if run.eval_n <= 0 or not is_main_process():
+        return None
+    from r1lab.data import load_eval_dataset
+    from r1lab.evaluate import evaluate
+
+    ds = load_eval_dataset(run.eval_data, split="test", n=run.eval_n, system_prompt=run.system_prompt,
+                           seed=run.seed)
+    log.info("measuring %s on %d held-out problems", label, len(ds))
+    result = evaluate(model, ds, n_samples=1, temperature=0.0, max_new_tokens=run.eval_max_new_tokens,
+                      batch_size=run.eval_batch_size, out_dir=run.run_dir / "evals" / label, seed=run.seed)
+    return _key_metrics(result)
+
+
+def _key_metrics(result: dict) -> dict[str, Any]:
+    out = {"accuracy": result.get("pass@1")}
+    for k in ("format_rate", "mean_completion_tokens", "truncation_rate", "n_items"):
+        out[k] = result.get(k)
+    return out
+
+
+def stage_rewards(run: RunConfig, stage: str) -> list[float]:
+    """The logged mean reward of each GRPO step of a stage, in order (from metrics.jsonl)."""
+    path = run.run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    by_step: dict[int, float] = {}
+    for row in read_jsonl(path):
+        if row.get("stage") == stage and isinstance(row.get("reward"), int | float):
+            by_step[int(row.get("step", 0))] = float(row["reward"])  # a resumed step's last value wins
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def describe_progress(before: dict | None, after: dict | None, rewards: list[float]) -> str:
+    """One honest sentence on what a training stage changed (\"learned nothing\" when nothing moved).
+
+    The reward trend compares the mean of the first and last quarter of logged steps; a held-out change
+    counts only when it exceeds one standard error of the accuracy estimate (sqrt(p(1-p)/n)).
+
+    >>> describe_progress({"accuracy": 0.1, "format_rate": 0.0, "n_items": 50},
+    ...                   {"accuracy": 0.1, "format_rate": 0.0, "n_items": 50}, [0.2, 0.2, 0.21, 0.2])
+    'learned nothing measurable: reward 0.20 -> 0.20; held-out accuracy 10.0% -> 10.0%, format 0.0% -> 0.0%'
+    """
+    parts, moved = [], False
+    if len(rewards) >= 2:
+        q = max(1, len(rewards) // 4)
+        first, last = sum(rewards[:q]) / q, sum(rewards[-q:]) / q
+        parts.append(f"reward {first:.2f} -> {last:.2f}")
+        moved |= last - first > 0.05
+    if before and after and before.get("accuracy") is not None and after.get("accuracy") is not None:
+        n = max(1, int(after.get("n_items") or 1))
+        a0, a1 = float(before["accuracy"]), float(after["accuracy"])
+        f0, f1 = float(before.get("format_rate") or 0), float(after.get("format_rate") or 0)
+        se = max(((a0 * (1 - a0)) / n) ** 0.5, 1.0 / n)
+        fse = max(((f0 * (1 - f0)) / n) ** 0.5, 1.0 / n)
+        parts.append(f"held-out accuracy {a0:.1%} -> {a1:.1%}, format {f0:.1%} -> {f1:.1%}")
+        moved |= (a1 - a0) > se or (f1 - f0) > fse
+    if not parts:
+        return "no measurements"
+    return ("improved: " if moved else "learned nothing measurable: ") + "; ".join(parts)
+
+
+# -------------------------------------------------------------------------------------- stages
+
+
+def _run_training(stage: StageConfig, run: RunConfig, model: str, stage_dir: Path) -> Path:
+    if stage.kind == "grpo":
+        from r1lab.train.grpo import run_grpo
+
+        return run_grpo(stage, run, model_spec=model, stage_dir=stage_dir)
+    from r1lab.train.sft import run_sft
+
+    return run_sft(stage, run, model_spec=model, stage_dir=stage_dir)
+
+
+def _run_eval(stage: StageConfig, run: RunConfig, model: str, stage_dir: Path) -> dict:
+    from r1lab.data import load_eval_dataset
+    from r1lab.evaluate import evaluate
+
+    ds = load_eval_dataset(stage.data or run.eval_data, split=stage.split if stage.split != "train" else "test",
+                           n=stage.n, system_prompt=run.system_prompt, seed=run.seed)
+    temperature = 0.0 if stage.temperature is None else stage.temperature
+    return evaluate(model, ds, n_samples=stage.num_samples if temperature > 0 else 1, temperature=temperature,
+                    max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size, out_dir=stage_dir,
+                    seed=run.seed)
+
+
+def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) -> list[dict]:
+    from r1lab.inference import ask
+
+    out = []
+    temperature = 0.0 if stage.temperature is None else stage.temperature
+    for q in stage.questions:
+        row = {"question": q}
+        for label, spec in (("base", base), ("final", model)):
+            a = ask(spec, q, system_prompt=run.system_prompt, temperature=temperature,
+                    max_new_tokens=stage.max_new_tokens, seed=run.seed)
+            row[label] = {"text": a.text, "answer": a.answer, "n_tokens": a.n_tokens, "truncated": a.truncated}
+        out.append(row)
+    return out
+
+
+def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
+    """Run (or resume) every stage of ``run``; returns the summary (also in ``runs/<name>/summary.json``).
+
+    ``only`` restricts the run to the named stages (earlier finished stages still provide the model).
+    """
+    check(run)
+    import yaml
+
+    run_dir = run.run_dir
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _note_config_change(run, run_dir / "config.yaml")
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
+    summary = load_summary(run)
+    summary["model"] = run.model
+    current = run.model
+    prev_metrics = summary.get("base_metrics")
+    if prev_metrics is None and any(s.trains and s.evaluate for s in run.stages):
+        prev_metrics = heldout_metrics(run.model, run, "base")
+        summary["base_metrics"] = prev_metrics
+        _save_summary(run, summary)
+    for stage in run.stages:
+        stage_dir = run_dir / stage.name
+        entry = _entry(summary, stage)
+        skip = only is not None and stage.name not in only
+        if stage.writes_model and (stage_dir / "model" / "config.json").is_file():
+            model_out = str(stage_dir / "model")
+            if entry.get("status") != "done":  # killed after the model landed, before the summary did
+                entry.update(status="done", model=model_out)
+            log.info("%s: already done, skipping", stage.name)
+            current = model_out
+            prev_metrics = entry.get("metrics_after") or prev_metrics
+            continue
+        if entry.get("status") == "done" and not stage.writes_model and _outputs_present(stage, stage_dir):
+            log.info("%s: already done, skipping", stage.name)
+            continue
+        if skip:
+            if stage.writes_model:
+                raise UserError(f"stage {stage.name!r} has not run yet, so later stages have no model to start from",
+                                hint=f"include it: --only {stage.name},...")
+            continue
+        start_model = stage.model or current
+        entry.update(status="running", model_in=start_model, started=time.time())
+        _save_summary(run, summary)
+        t0 = time.time()
+        if stage.trains:
+            model_out = str(_run_training(stage, run, start_model, stage_dir))
+            after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
+            entry.update(model=model_out, metrics_before=prev_metrics, metrics_after=after)
+            entry["achieved"] = describe_progress(prev_metrics, after, stage_rewards(run, stage.name))
+            current = model_out
+            prev_metrics = after or prev_metrics
+        elif stage.kind == "rs":
+            from r1lab.train.rejection import run_rejection_sampling
+
+            entry["stats"] = run_rejection_sampling(stage, run, model_spec=start_model, stage_dir=stage_dir)
+            entry["model"] = start_model
+        elif stage.kind == "eval":
+            result = _run_eval(stage, run, start_model, stage_dir)
+            entry.update(model=start_model, metrics_after=_key_metrics(result), result=result)
+        elif stage.kind == "inference":
+            entry.update(model=start_model, answers=_run_inference(stage, run, start_model, run.model))
+        entry.update(status="done", seconds=round(time.time() - t0, 1))
+        _save_summary(run, summary)
+    summary["final_model"] = current
+    summary["final_metrics"] = prev_metrics
+    _save_summary(run, summary)
+    if run.report and is_main_process():
+        _write_report(run_dir)
+    return summary
+
+
+def _outputs_present(stage: StageConfig, stage_dir: Path) -> bool:
+    if stage.kind == "rs":
+        return (stage_dir / "stats.json").is_file() and (stage_dir / "data.jsonl").is_file()
+    return True
+
+
+def _note_config_change(run: RunConfig, path: Path) -> None:
+    if not path.is_file():
+        return
+    import yaml
+
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return
+    new = run.to_dict()
+    old_stages = {s.get("name"): s for s in old.get("stages", []) if isinstance(s, dict)}
+    changed = [s["name"] for s in new["stages"] if s["name"] in old_stages and old_stages[s["name"]] != s]
+    if changed or old.get("model") != new.get("model"):
+        log.warning("%s: settings differ from the earlier run (%s); finished stages are kept as they are — use "
+                    "a new --name to start over", path.parent, ", ".join(changed) or "model")
+
+
+def _write_report(run_dir: Path) -> None:
+    try:
+        from r1lab.report import write_report
+    except ImportError:
+        log.info("r1lab.report not available; no report.html")
+        return
+    try:
+        path = write_report(run_dir)
+        log.info("report: %s", path)
+    except Exception as err:  # a broken report must not fail a finished training run
+        log.warning("could not write the report: %s", err)
+
+
+# ------------------------------------------------------------------------------------ printing
+
+
+def summary_tables(summary: dict) -> list:
+    """Rich tables for the end of a run: one row per stage, then base vs final model."""
+    from rich.table import Table
+
+    stages = Table(title=f"run {summary.get('name')}", show_lines=False)
+    for col in ("stage", "kind", "status", "time", "accuracy", "format", "tokens", "notes"):
+        stages.add_column(col)
+    for e in summary.get("stages", []):
+        m = e.get("metrics_after") or {}
+        note = e.get("achieved") or ""
+        if e.get("kind") == "rs" and e.get("stats"):
+            st = e["stats"]
+            note = f"kept {st['kept']} of {st['samples']} samples ({st['prompts_solved']}/{st['prompts']} prompts)"
+        stages.add_row(e.get("name", ""), e.get("kind", ""), e.get("status", ""), _secs(e.get("seconds")),
+                       _pct(m.get("accuracy")), _pct(m.get("format_rate")), _num(m.get("mean_completion_tokens")),
+                       note)
+    tables = [stages]
+    base, final = summary.get("base_metrics"), summary.get("final_metrics")
+    if base and final:
+        cmp = Table(title=f"base vs final on {base.get('n_items')} held-out problems")
+        for col in ("model", "accuracy", "format rate", "mean tokens", "truncated"):
+            cmp.add_column(col)
+        cmp.add_row(f"base ({summary.get('model')})", _pct(base.get("accuracy")), _pct(base.get("format_rate")),
+                    _num(base.get("mean_completion_tokens")), _pct(base.get("truncation_rate")))
+        cmp.add_row(f"final ({summary.get('final_model')})", _pct(final.get("accuracy")),
+                    _pct(final.get("format_rate")), _num(final.get("mean_completion_tokens")),
+                    _pct(final.get("truncation_rate")))
+        tables.append(cmp)
+    for e in summary.get("stages", []):
+        for row in e.get("answers") or []:
+            qa = Table(title=f"sample question: {row['question']}", show_lines=True)
+            qa.add_column("model")
+            qa.add_column("extracted answer")
+            qa.add_column("reply")
+            for label in ("base", "final"):
+                a = row.get(label) or {}
+                qa.add_row(label, str(a.get("answer")), (a.get("text") or "")[:400])
+            tables.append(qa)
+    return tables
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{float(v):.1%}"
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{float(v):.1f}"
+
+
+def _secs(v) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    return f"{v:.0f}s" if v < 120 else f"{v / 60:.1f}min"

@@ -1,0 +1,148 @@
+"""Trainer callbacks shared by the stages: the metrics/samples logs of a run, and checkpoints that are only
+trusted once complete.
+
+HF's Trainer writes ``checkpoint-N/`` file by file; a ``kill -9`` in the middle leaves a folder that looks like
+a checkpoint but is not one. :class:`CompleteCheckpoints` drops a ``COMPLETE`` marker after the trainer has
+finished writing (``on_save`` runs after the save), and :func:`find_resume_checkpoint` only ever returns a
+marked checkpoint (and deletes unmarked ones, which the trainer would otherwise write into or rotate wrongly).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from r1lab.io import append_jsonl, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+COMPLETE = "COMPLETE"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """Mark each checkpoint complete once the trainer has written all of it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if (path / "trainer_state.json").is_file():
+                atomic_write_text(path / COMPLETE, f"{state.global_step}\n")
+        return control
+
+
+def find_resume_checkpoint(checkpoints_dir: str | Path, *, clean: bool = True) -> str | None:
+    """The newest checkpoint under ``checkpoints_dir`` that was written completely, or None.
+
+    Incomplete ones (no ``COMPLETE`` marker or no ``trainer_state.json``) are removed when ``clean``.
+
+    >>> find_resume_checkpoint("/nonexistent") is None
+    True
+    """
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return None
+    good: list[tuple[int, Path]] = []
+    for child in root.iterdir():
+        m = _CKPT.match(child.name)
+        if not m or not child.is_dir():
+            continue
+        if (child / COMPLETE).is_file() and (child / "trainer_state.json").is_file():
+            good.append((int(m.group(1)), child))
+        elif clean:
+            log.warning("removing incomplete checkpoint %s (interrupted while saving)", child)
+            shutil.rmtree(child, ignore_errors=True)
+    if not good:
+        return None
+    return str(max(good)[1])
+
+
+class RunLog(TrainerCallback):
+    """Append every trainer log event to ``metrics.jsonl`` and a few sampled completions to ``samples.jsonl``.
+
+    Metric keys are TRL's, unchanged, plus ``stage``, ``step`` and ``time``. Samples come from the GRPO
+    trainer's own record of the last generation batch (prompt, completion, per-reward values; the
+    reference answer is logged there by :class:`SolutionLogger`); set ``trainer`` after constructing it.
+    """
+
+    def __init__(self, run_dir: str | Path, stage: str, *, samples_per_log: int = 4):
+        self.metrics_path = Path(run_dir) / "metrics.jsonl"
+        self.samples_path = Path(run_dir) / "samples.jsonl"
+        self.stage = stage
+        self.samples_per_log = samples_per_log
+        self.trainer = None
+        self._last_batch: tuple | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return control
+        row = {"stage": self.stage, "step": state.global_step, "time": round(time.time(), 3)}
+        row.update({k: v for k, v in logs.items() if k not in row})
+        append_jsonl(self.metrics_path, row)
+        self._write_samples(state.global_step)
+        return control
+
+    def _write_samples(self, step: int) -> None:
+        recorded = getattr(self.trainer, "_logs", None)
+        if not recorded or not recorded.get("completion"):
+            return
+        prompts, completions = list(recorded["prompt"]), list(recorded["completion"])
+        key = (len(completions), _text(completions[-1]), _text(completions[0]))
+        if key == self._last_batch:  # same generation batch as the last log event
+            return
+        self._last_batch = key
+        rewards = {name: list(values) for name, values in recorded["rewards"].items()}
+        solutions = list(recorded.get("extra", {}).get("solution", []))
+        n = len(completions)
+        # Spread the picks over the batch so different prompts show up.
+        picks = sorted({round(i * (n - 1) / max(1, self.samples_per_log - 1)) for i in range(self.samples_per_log)})
+        for i in picks[:n]:
+            append_jsonl(self.samples_path, {
+                "stage": self.stage,
+                "step": step,
+                "prompt": _text(prompts[i]),
+                "completion": _text(completions[i]),
+                "solution": solutions[i] if i < len(solutions) else None,
+                "rewards": {name: _num(v[i]) for name, v in rewards.items() if i < len(v)},
+            })
+
+
+def _text(x) -> str:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, list):  # chat messages: the last user turn, or the completion's content
+        contents = [m.get("content", "") for m in x if isinstance(m, dict)]
+        users = [m.get("content", "") for m in x if isinstance(m, dict) and m.get("role") == "user"]
+        return (users[-1] if users else "\n".join(str(c) for c in contents))
+    return str(x)
+
+
+def _num(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f  # NaN (a reward that returned None) -> null
+
+
+class SolutionLogger:
+    """Wraps a reward function so the reference answer is recorded next to each sampled completion.
+
+    Behaves exactly like the wrapped function (same ``__name__``, same return); it only calls TRL's
+    ``log_extra`` hook, which GRPOTrainer passes to every reward function.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, completions, **kwargs):
+        log_extra = kwargs.get("log_extra")
+        if log_extra is not None and "solution" in kwargs:
+            log_extra("solution", [str(s) for s in kwargs["solution"]])
+        return self.fn(completions, **kwargs)

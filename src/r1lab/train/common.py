@@ -1,0 +1,129 @@
+"""What the GRPO and SFT stages share: turning a stage's fields into TRL's config, the callbacks, and
+writing the final model atomically."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from r1lab.config import RunConfig, StageConfig, trl_config_class
+from r1lab.errors import UserError
+from r1lab.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def trl_defaults(stage: StageConfig, run: RunConfig, output_dir: Path) -> dict[str, Any]:
+    """r1lab's defaults for a TRL config; the recipe's own TRL fields override every one of them."""
+    cuda = cuda_available() and run.device != "cpu"
+    d: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "seed": run.seed,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 10,
+        "save_total_limit": 2,
+        "report_to": ["tensorboard"],
+        "bf16": bool(cuda and _cuda_bf16()),
+        "use_cpu": not cuda,
+        "gradient_checkpointing": run.gradient_checkpointing,
+        "max_steps": 20,
+    }
+    if stage.kind == "grpo":
+        d.update({"num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 128,
+                  "remove_unused_columns": False, "log_completions": False})
+    return d
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_bf16_supported()
+
+
+def build_trl_args(stage: StageConfig, run: RunConfig, output_dir: str | Path, **extra):
+    """``GRPOConfig`` / ``SFTConfig`` for a stage; TRL's own errors become :class:`UserError`."""
+    cls = trl_config_class(stage.kind)
+    kwargs = trl_defaults(stage, run, Path(output_dir))
+    kwargs.update(stage.args)
+    kwargs.update(extra)
+    # TensorBoard goes to runs/<name>/tb/<stage> through our own callback (see tensorboard_callback).
+    kwargs["report_to"] = [r for r in _as_list(kwargs.get("report_to")) if r != "tensorboard"]
+    if stage.kind == "grpo" and kwargs.get("remove_unused_columns"):
+        raise UserError(
+            f"stage {stage.name!r}: remove_unused_columns: true would drop the `solution` column before the "
+            "rewards see it (the seed trained on a constant reward that way)",
+            hint="remove the field or set it to false",
+        )
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"stage {stage.name!r}: TRL rejects the settings: {err}",
+                        hint="fix the field it names in the recipe or the override") from err
+
+
+def wants_tensorboard(stage: StageConfig) -> bool:
+    return "tensorboard" in _as_list(stage.args.get("report_to", ["tensorboard"]))
+
+
+def _as_list(v) -> list[str]:
+    if v is None or v == "none":
+        return []
+    if isinstance(v, str):
+        return ["tensorboard", "wandb", "trackio"] if v == "all" else [v]
+    return list(v)
+
+
+def tensorboard_callback(run_dir: Path, stage: StageConfig):
+    """A TensorBoard callback writing to ``runs/<name>/tb/<stage>`` (None if tensorboard is missing)."""
+    if not wants_tensorboard(stage):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        log.warning("tensorboard is not installed; no TensorBoard logs")
+        return None
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(run_dir) / "tb" / stage.name)))
+
+
+def load_for_training(spec: str, run: RunConfig):
+    """(model, tokenizer) to train from ``spec`` with the run's dtype/device/LoRA settings."""
+    from r1lab.models import load_model
+
+    return load_model(
+        spec,
+        dtype=run.dtype,
+        device=run.device,
+        trust_remote_code=run.trust_remote_code,
+        lora=run.lora,
+        gradient_checkpointing=run.gradient_checkpointing,
+        for_training=True,
+    )
+
+
+def save_final_model(trainer, tokenizer, final_dir: str | Path) -> Path:
+    """Write the trained model + tokenizer to ``final_dir`` atomically (a plain HF checkpoint: LoRA adapters
+    are merged so transformers and vLLM load it directly). Only the main process writes."""
+    final_dir = Path(final_dir)
+    if not trainer.is_world_process_zero():
+        return final_dir
+    model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
+    if hasattr(model, "merge_and_unload"):  # a PEFT model
+        model = model.merge_and_unload()
+    with atomic_dir(final_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    log.info("saved %s", final_dir)
+    return final_dir

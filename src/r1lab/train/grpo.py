@@ -1,0 +1,72 @@
+"""The GRPO stage: TRL's ``GRPOTrainer`` with r1lab's rewards, data and run logs.
+
+Straight-line wiring: dataset -> rewards -> model -> trainer -> train (resuming from the last complete
+checkpoint) -> save. The dataset's ``solution`` column reaches every reward function as a keyword argument
+(``remove_unused_columns`` stays False).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from r1lab.config import RunConfig, StageConfig
+from r1lab.train.callbacks import CompleteCheckpoints, RunLog, SolutionLogger, find_resume_checkpoint
+from r1lab.train.common import build_trl_args, load_for_training, save_final_model, tensorboard_callback
+
+log = logging.getLogger(__name__)
+
+
+def grpo_dataset(stage: StageConfig, run: RunConfig):
+    """The stage's prompts (``prompt``, ``solution``, ``problem`` columns)."""
+    from r1lab.data import load_grpo_dataset
+
+    return load_grpo_dataset(
+        stage.data or run.data, split=stage.split, n=stage.n, system_prompt=run.system_prompt, seed=run.seed
+    )
+
+
+def grpo_rewards(stage: StageConfig) -> list:
+    """The stage's reward functions, from the rewards registry."""
+    from r1lab.rewards import get_reward_funcs
+
+    return list(get_reward_funcs(stage.rewards, **stage.reward_params))
+
+
+def run_grpo(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, reward_funcs=None,
+             dataset=None) -> Path:
+    """Train ``model_spec`` with GRPO; returns ``stage_dir/model`` (written atomically at the end).
+
+    ``reward_funcs`` / ``dataset`` replace the stage's own (for tests and library use).
+    """
+    from trl import GRPOTrainer
+
+    stage_dir = Path(stage_dir)
+    run_dir = run.run_dir
+    dataset = grpo_dataset(stage, run) if dataset is None else dataset
+    reward_funcs = list(grpo_rewards(stage) if reward_funcs is None else reward_funcs)
+    if not isinstance(reward_funcs[0], SolutionLogger):
+        reward_funcs[0] = SolutionLogger(reward_funcs[0])
+    args = build_trl_args(stage, run, stage_dir / "checkpoints")
+    model, tokenizer = load_for_training(model_spec, run)
+    runlog = RunLog(run_dir, stage.name)
+    callbacks = [runlog, CompleteCheckpoints()]
+    tb = tensorboard_callback(run_dir, stage)
+    if tb is not None:
+        callbacks.append(tb)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    runlog.trainer = trainer
+    resume = find_resume_checkpoint(stage_dir / "checkpoints")
+    if resume:
+        log.info("%s: resuming from %s", stage.name, resume)
+    log.info("%s: GRPO on %d prompts, %s steps, %d generations each", stage.name, len(dataset),
+             args.max_steps, args.num_generations)
+    trainer.train(resume_from_checkpoint=resume)
+    return save_final_model(trainer, tokenizer, stage_dir / "model")

@@ -1,0 +1,94 @@
+"""Rejection sampling (DeepSeek-R1's stage 3): sample K completions per prompt with the current model, keep
+the ones the shared judge (``r1lab.rewards.judge``) calls correct AND well formatted, drop duplicates, and
+write them as an SFT dataset (``messages``: system, user, assistant) for a later stage.
+
+A later stage reads the result as ``data: stage:<this stage's name>`` (or by its path).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from r1lab.config import RunConfig, StageConfig
+from r1lab.io import atomic_write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def select_accepted(prompts: list[list[dict]], samples: list[list[str]], solutions: list[str], verdicts,
+                    *, max_per_prompt: int = 1) -> list[dict]:
+    """Keep correct, formatted, distinct completions (at most ``max_per_prompt`` per prompt), as SFT rows.
+
+    ``verdicts[i][j]`` judges ``samples[i][j]`` (needs ``.correct`` and ``.formatted``). Duplicates are
+    compared after collapsing whitespace, so a model repeating itself does not get counted twice.
+
+    >>> from types import SimpleNamespace as V
+    >>> rows = select_accepted([[{"role": "user", "content": "1+1?"}]], [["<answer>2</answer>", "2", "<answer> 2</answer>"]],
+    ...     ["2"], [[V(correct=True, formatted=True), V(correct=True, formatted=False), V(correct=True, formatted=True)]],
+    ...     max_per_prompt=3)
+    >>> [r["messages"][-1]["content"] for r in rows]
+    ['<answer>2</answer>', '<answer> 2</answer>']
+    """
+    rows = []
+    for prompt, texts, solution, judged in zip(prompts, samples, solutions, verdicts, strict=True):
+        seen: set[str] = set()
+        kept = 0
+        for text, verdict in zip(texts, judged, strict=True):
+            if kept >= max_per_prompt:
+                break
+            if verdict.correct is not True or not verdict.formatted:
+                continue
+            key = " ".join(text.split())
+            if key in seen:
+                continue
+            seen.add(key)
+            kept += 1
+            rows.append({"messages": [*prompt, {"role": "assistant", "content": text}], "solution": solution})
+    return rows
+
+
+def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path) -> dict:
+    """Generate, judge, filter and write ``stage_dir/data.jsonl``; returns stats (prompts, samples, kept).
+
+    Only the main process generates and writes (the stage is cheap next to training).
+    """
+    from r1lab.data import load_grpo_dataset
+    from r1lab.inference import generate
+    from r1lab.models import load_model
+    from r1lab.rewards import judge
+
+    stage_dir = Path(stage_dir)
+    ds = load_grpo_dataset(stage.data or run.data, split=stage.split, n=stage.n,
+                           system_prompt=run.system_prompt, seed=run.seed)
+    model, tokenizer = load_model(model_spec, dtype=run.dtype, device=run.device,
+                                  trust_remote_code=run.trust_remote_code)
+    prompts = [list(p) for p in ds["prompt"]]
+    solutions = [str(s) for s in ds["solution"]]
+    temperature = 1.0 if stage.temperature is None else stage.temperature
+    log.info("%s: sampling %d x %d completions", stage.name, len(prompts), stage.num_samples)
+    outputs = generate(model, tokenizer, prompts, n_samples=stage.num_samples, temperature=temperature,
+                       max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size, seed=run.seed)
+    samples = [[c.text for c in comps] for comps in outputs]
+    flat_texts = [t for texts in samples for t in texts]
+    flat_refs = [solutions[i] for i, texts in enumerate(samples) for _ in texts]
+    flat = judge(flat_texts, flat_refs)
+    verdicts, pos = [], 0
+    for texts in samples:
+        verdicts.append(flat[pos:pos + len(texts)])
+        pos += len(texts)
+    rows = select_accepted(prompts, samples, solutions, verdicts, max_per_prompt=stage.max_per_prompt)
+    stats = {
+        "prompts": len(prompts),
+        "samples": len(flat_texts),
+        "correct": sum(v.correct is True for v in flat),
+        "formatted": sum(bool(v.formatted) for v in flat),
+        "accepted": sum(v.correct is True and bool(v.formatted) for v in flat),
+        "kept": len(rows),
+        "prompts_solved": len({r["messages"][-2]["content"] for r in rows}),
+    }
+    write_jsonl(stage_dir / "data.jsonl", rows)
+    atomic_write_json(stage_dir / "stats.json", stats)
+    log.info("%s: kept %d of %d samples (%d correct, %d formatted)", stage.name, stats["kept"],
+             stats["samples"], stats["correct"], stats["formatted"])
+    return stats

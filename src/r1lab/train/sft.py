@@ -1,0 +1,82 @@
+"""The SFT stage: TRL's ``SFTTrainer`` on reasoning traces, loss on the assistant's answer only.
+
+Each ``messages`` conversation (system, user, assistant) is split into TRL's conversational
+prompt/completion form: ``prompt`` = the turns before the assistant, ``completion`` = the assistant turn.
+SFTTrainer then masks the prompt (``completion_only_loss``, on by default for that form). We chose this over
+``assistant_only_loss`` because it works with any chat template; ``assistant_only_loss`` needs
+``{% generation %}`` markers that a user-supplied model's template may lack.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from r1lab.config import RunConfig, StageConfig
+from r1lab.errors import UserError
+from r1lab.train.callbacks import CompleteCheckpoints, RunLog, find_resume_checkpoint
+from r1lab.train.common import build_trl_args, load_for_training, save_final_model, tensorboard_callback
+
+log = logging.getLogger(__name__)
+
+
+def to_prompt_completion(example: dict) -> dict:
+    """``{"messages": [...]}`` -> ``{"prompt": [...], "completion": [last assistant turn]}``.
+
+    >>> to_prompt_completion({"messages": [{"role": "user", "content": "1+1?"},
+    ...                                    {"role": "assistant", "content": "2"}]})["completion"]
+    [{'role': 'assistant', 'content': '2'}]
+    """
+    messages = example["messages"]
+    if not messages or messages[-1].get("role") != "assistant":
+        raise UserError("an SFT example does not end with an assistant turn",
+                        hint="each `messages` list must end with {'role': 'assistant', 'content': ...}")
+    return {"prompt": list(messages[:-1]), "completion": [messages[-1]]}
+
+
+def sft_dataset(stage: StageConfig, run: RunConfig):
+    """The stage's conversations, in prompt/completion form. ``stage:<rs>`` reads that stage's data.jsonl."""
+    import datasets
+
+    src = stage.data or run.data
+    if src.startswith("stage:"):
+        path = run.run_dir / src.split(":", 1)[1] / "data.jsonl"
+        from r1lab.io import read_jsonl
+
+        rows = list(read_jsonl(path)) if path.is_file() else []
+        if not rows:
+            raise UserError(f"stage {stage.name!r}: {src} produced no examples ({path})",
+                            hint="its model solved no prompts; give it more prompts (n), samples "
+                                 "(num_samples) or a better model before it")
+        if stage.n:
+            rows = rows[: stage.n]
+        ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    else:
+        from r1lab.data import load_sft_dataset
+
+        ds = load_sft_dataset(src, split=stage.split, n=stage.n, system_prompt=run.system_prompt, seed=run.seed)
+    return ds.map(to_prompt_completion, remove_columns=ds.column_names)
+
+
+def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, dataset=None) -> Path:
+    """Fine-tune ``model_spec`` (the previous stage's output) on the stage's traces; returns the model dir."""
+    from trl import SFTTrainer
+
+    stage_dir = Path(stage_dir)
+    run_dir = run.run_dir
+    dataset = sft_dataset(stage, run) if dataset is None else dataset
+    args = build_trl_args(stage, run, stage_dir / "checkpoints")
+    model, tokenizer = load_for_training(model_spec, run)
+    runlog = RunLog(run_dir, stage.name)
+    callbacks = [runlog, CompleteCheckpoints()]
+    tb = tensorboard_callback(run_dir, stage)
+    if tb is not None:
+        callbacks.append(tb)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=callbacks)
+    resume = find_resume_checkpoint(stage_dir / "checkpoints")
+    if resume:
+        log.info("%s: resuming from %s", stage.name, resume)
+    log.info("%s: SFT on %d examples, %s steps", stage.name, len(dataset), args.max_steps)
+    trainer.train(resume_from_checkpoint=resume)
+    return save_final_model(trainer, tokenizer, stage_dir / "model")
