@@ -291,13 +291,14 @@ def _fmt(v: Any) -> str:
     return f"{n:.4g}"
 
 
+_LEFT = ' class="l"'
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+    head = "".join(f"<th{_LEFT if i == 0 else ''}>{_e(h)}</th>" for i, h in enumerate(headers))
     body = "".join(
         "<tr>"
-        + "".join(
-            f'<td class="{"l" if i == 0 else ""}">{_fmt(c) if i else _e(c)}</td>' for i, c in enumerate(r)
-        )
+        + "".join(f"<td{_LEFT if i == 0 else ''}>{_fmt(c) if i else _e(c)}</td>" for i, c in enumerate(r))
         + "</tr>"
         for r in rows
     )

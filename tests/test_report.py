@@ -1,0 +1,231 @@
+"""The run report: content from a full run, partial runs, escaping, and a real headless browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from r1lab.cli import main
+from r1lab.errors import UserError
+from r1lab.io import atomic_write_json, write_jsonl
+from r1lab.report import reflection_frequency, series_by_stage, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+EVIL = "<script>alert('x')</script></pre><img src=x onerror=alert(1)>"
+
+
+def make_run(run: Path, *, steps: int = 30) -> Path:
+    """A run directory shaped like the pipeline's: GRPO then SFT, with metrics, samples, summary."""
+    metrics = []
+    for s in range(1, steps + 1):
+        acc, fmt = min(1.0, 0.1 + s / steps), min(1.0, s / (steps / 2))
+        metrics.append(
+            {
+                "stage": "grpo",
+                "step": s,
+                "time": 1000.0 + s,
+                "loss": 0.01 * (-1) ** s,
+                "reward": acc + fmt,
+                "reward_std": 0.3,
+                "rewards/accuracy/mean": acc,
+                "rewards/format/mean": fmt,
+                "completions/mean_length": 40 + s,
+                "completions/clipped_ratio": max(0.0, 0.5 - s / steps),
+                "frac_reward_zero_std": 0.8 - 0.5 * s / steps,
+                "kl": 0.001 * s,
+                "entropy": 2.0 - s / steps,
+                "learning_rate": 1e-6,
+            }
+        )
+    metrics += [{"stage": "sft", "step": s, "loss": 2.0 / s, "learning_rate": 2e-5} for s in range(1, 6)]
+    write_jsonl(run / "metrics.jsonl", metrics)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"stage": "grpo", "step": 99, "rew')  # a torn last line, as a kill leaves it
+    samples = []
+    for s in (1, 10, 20, 30):
+        for j in range(4):
+            text = "<think>12-3=9</think><answer>9</answer>"
+            if j >= 4 - s // 10:  # 0, 1, 2, 3 of 4 at steps 1, 10, 20, 30
+                text = "<think>12-3=8. Wait, let me check: 12-3=9</think><answer>9</answer>"
+            samples.append(
+                {
+                    "stage": "grpo",
+                    "step": s,
+                    "prompt": [{"role": "system", "content": "sys"}, {"role": "user", "content": "12 - 3?"}],
+                    "completion": text if j else EVIL,
+                    "solution": "9",
+                    "rewards": {"accuracy": 1.0, "format": 1.0},
+                }
+            )
+    write_jsonl(run / "samples.jsonl", samples)
+    atomic_write_json(
+        run / "summary.json",
+        {
+            "name": "unit",
+            "stages": [
+                {
+                    "name": "grpo",
+                    "kind": "grpo",
+                    "status": "done",
+                    "seconds": 12.5,
+                    "model": str(run / "grpo/model"),
+                    "metrics_before": {"pass@1": 0.1, "format_rate": 0.0},
+                    "metrics_after": {"pass@1": 0.4, "format_rate": 0.9},
+                },
+                {
+                    "name": "sft",
+                    "kind": "sft",
+                    "status": "done",
+                    "seconds": 3.0,
+                    "metrics_after": {"pass@1": 0.5},
+                },
+            ],
+        },
+    )
+    (run / "config.yaml").write_text("name: unit\nstages: [grpo, sft]  # <b>not bold</b>\n")
+    return run
+
+
+def images(html: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def test_full_run_report_has_every_section_and_valid_images(tmp_path):
+    run = make_run(tmp_path / "run")
+    path = write_report(run)
+    assert path == run / "report.html"
+    html = path.read_text()
+    pngs = images(html)
+    # grpo: rewards, length, zero-std, clipped, kl, entropy, loss, lr (8); sft: loss, lr (2); eval (1); reflection (1)
+    assert len(pngs) == 12
+    assert all(p.startswith(b"\x89PNG\r\n\x1a\n") and len(p) > 1000 for p in pngs)
+    assert html.count("<img ") == 12
+    for text in (
+        "Evaluation before / after",
+        "Reflection words",
+        "Sample completions",
+        "metrics.jsonl: skipped 1",
+    ):
+        assert text in html
+    assert "<td>0.4</td>" in html  # pass@1 after grpo, in the eval table
+
+
+def test_report_escapes_completions_and_config(tmp_path):
+    html = write_report(make_run(tmp_path / "run")).read_text()
+    assert "<script>" not in html and "onerror=alert" not in html.replace("onerror=alert(1)&gt;", "")
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in html
+
+
+def test_reflection_frequency_rises_in_the_fixture(tmp_path):
+    run = make_run(tmp_path / "run")
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    freq = reflection_frequency(samples)["grpo"]
+    assert freq["wait"] == [(1.0, 0.0), (10.0, 0.25), (20.0, 0.5), (30.0, 0.75)]
+    assert freq["let me check"] == freq["wait"]
+    assert all(v == 0 for _, v in freq["hmm"])
+
+
+def test_reflection_words_match_whole_words_only():
+    freq = reflection_frequency(
+        [{"step": 1, "completion": "The waiter verified"}, {"step": 1, "completion": "Hmm. WAIT."}],
+        phrases=("wait", "verify", "hmm"),
+    )["train"]
+    assert freq == {"wait": [(1.0, 0.5)], "verify": [(1.0, 0.0)], "hmm": [(1.0, 0.5)]}
+
+
+def test_series_skip_non_numbers_and_keep_stages_apart():
+    s = series_by_stage(
+        [{"stage": "a", "step": 1, "x": 1.0, "y": "nan?"}, {"stage": "b", "step": 1, "x": float("inf")}]
+    )
+    assert s == {"a": {"x": [(1.0, 1.0)]}}
+
+
+def test_partial_runs_still_render(tmp_path):
+    sft_only = tmp_path / "sft-only"
+    sft_only.mkdir()
+    (sft_only / "metrics.jsonl").write_text("")
+    atomic_write_json(
+        sft_only / "summary.json",
+        {"name": "x", "stages": [{"name": "sft", "kind": "sft", "status": "running"}]},
+    )
+    html = write_report(sft_only).read_text()
+    assert (
+        "no training metrics logged" in html
+        and "no samples logged" in html
+        and "no evaluation metrics" in html
+    )
+    assert images(html) == []
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    html = write_report(empty).read_text()
+    assert "not found in this run: summary.json, metrics.jsonl, samples.jsonl" in html
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{not json")
+    write_jsonl(
+        broken / "metrics.jsonl", [{"stage": "grpo", "step": 1, "reward": 0.5}, {"step": "x", "reward": None}]
+    )
+    html = write_report(broken).read_text()
+    assert "summary.json: unreadable" in html and len(images(html)) == 1
+
+
+def test_cli_report(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").is_file() and not (run / "report.html").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    with pytest.raises(UserError):
+        write_report(tmp_path / "missing")
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (run `make browser`, which `make test` does)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make setup)")
+    path = write_report(make_run(tmp_path / "run"))
+    problems: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
+            page.goto(path.resolve().as_uri(), wait_until="load")
+            imgs = page.evaluate(
+                "Array.from(document.images).map(i => ({complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}))"
+            )
+            title = page.title()
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert title == "r1lab report: unit"
+    assert len(imgs) == 12
+    assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in imgs), imgs
+    assert problems == []
+    assert (tmp_path / "report.png").stat().st_size > 10_000
