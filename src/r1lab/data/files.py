@@ -1,0 +1,168 @@
+"""Local data files: JSONL, JSON, CSV and Parquet, read with errors that name the file and line.
+
+Each reader yields ``(where, row)`` pairs, ``where`` being e.g. ``"data.jsonl line 7"`` (1-based
+lines for text formats, 0-based ``row`` indices for JSON arrays and Parquet), so any later
+complaint about a row can say exactly where it is. Malformed files — truncated JSONL, text that is
+not UTF-8, a non-object row, an empty file — raise :class:`r1lab.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from r1lab.errors import UserError
+
+SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+Rows = Iterator[tuple[str, dict]]
+
+
+def is_data_file(source: str) -> bool:
+    """Whether ``source`` names a local data file by its suffix (it may not exist yet)."""
+    return Path(source).suffix.lower() in SUFFIXES
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text (a BOM is dropped); a decoding error names the line and byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(
+            f"{path} line {line}: not valid UTF-8 (byte {data[err.start]:#04x} at offset {err.start})",
+            hint="re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 in > out",
+        ) from None
+
+
+def read_jsonl(path: Path) -> Rows:
+    """Rows of a JSON Lines file; blank lines are ignored."""
+    text = _read_text(path)
+    lines = text.splitlines()
+    count = 0
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            truncated = i == len(lines) and not text.endswith("\n")
+            raise UserError(
+                f"{path} line {i}: invalid JSON ({err.msg} at column {err.colno})"
+                + (" - the file looks truncated" if truncated else ""),
+                hint="each line must be one JSON object; fix or delete that line",
+            ) from None
+        if not isinstance(row, dict):
+            raise UserError(
+                f"{path} line {i}: expected a JSON object, got {type(row).__name__}",
+                hint='each line must look like {"question": ..., "answer": ...}',
+            )
+        count += 1
+        yield f"{path.name} line {i}", row
+    if count == 0:
+        raise UserError(f"{path} has no rows", hint="the file is empty; check the path or regenerate it")
+
+
+def read_json(path: Path) -> Rows:
+    """Rows of a JSON file: a list of objects, ``{"data"|"rows"|<split>: [...]}``, or columns
+    (``{"question": [...], "answer": [...]}``)."""
+    text = _read_text(path)
+    if not text.strip():
+        raise UserError(f"{path} has no rows", hint="the file is empty; check the path or regenerate it")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"{path} line {err.lineno}: invalid JSON ({err.msg} at column {err.colno})",
+            hint="if it has one object per line, name it .jsonl",
+        ) from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
+            data = lists[0]
+        elif lists and len(lists) == len(data) and len({len(v) for v in lists}) == 1:
+            names = list(data)
+            data = [dict(zip(names, values, strict=True)) for values in zip(*lists, strict=True)]
+        else:
+            raise UserError(
+                f"{path}: a JSON object must hold one list of rows or equal-length columns",
+                hint='use a list of objects: [{"question": ..., "answer": ...}, ...]',
+            )
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a list of row objects, got {type(data).__name__}")
+    if not data:
+        raise UserError(f"{path} has no rows", hint="the list is empty")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise UserError(f"{path} row {i}: expected a JSON object, got {type(row).__name__}")
+        yield f"{path.name} row {i}", row
+
+
+def read_csv(path: Path) -> Rows:
+    """Rows of a CSV file with a header line; empty cells become missing values."""
+    text = _read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise UserError(f"{path} has no rows", hint="the file is empty; it needs a header line and rows")
+        count = 0
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(v is None for v in row.values()):
+                got = len([v for v in row.values() if v is not None]) + len(row.get(None) or [])
+                raise UserError(
+                    f"{path} line {line}: {got} fields but the header has {len(header)}",
+                    hint="quote fields that contain commas or newlines",
+                )
+            count += 1
+            yield f"{path.name} line {line}", {k: (v if v != "" else None) for k, v in row.items()}
+    except csv.Error as err:
+        raise UserError(f"{path} line {reader.line_num}: malformed CSV ({err})") from None
+    if count == 0:
+        raise UserError(f"{path} has a header but no rows")
+
+
+def read_parquet(path: Path) -> Rows:
+    """Rows of a Parquet file (read with pyarrow, which ``datasets`` depends on)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{path}: not a readable Parquet file ({err})") from None
+    if table.num_rows == 0:
+        raise UserError(f"{path} has no rows")
+    for i, row in enumerate(table.to_pylist()):
+        yield f"{path.name} row {i}", row
+
+
+READERS = {
+    ".jsonl": read_jsonl,
+    ".ndjson": read_jsonl,
+    ".json": read_json,
+    ".csv": read_csv,
+    ".parquet": read_parquet,
+}
+
+
+def read_rows(path: str | Path) -> Rows:
+    """``(where, row)`` pairs of a local data file, chosen by suffix.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
+    >>> _ = p.write_text('{"question": "2+2?", "answer": "#### 4"}\\n')
+    >>> list(read_rows(p))
+    [('d.jsonl line 1', {'question': '2+2?', 'answer': '#### 4'})]
+    """
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise UserError(f"{path}: unknown data file type {path.suffix!r}", hint="use " + ", ".join(SUFFIXES))
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}", hint="check the path")
+    return reader(path)

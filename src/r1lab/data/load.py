@@ -1,0 +1,271 @@
+"""The public loaders: a source string in, a validated, formatted ``datasets.Dataset`` out.
+
+Source strings
+    ``"builtin"``                       the built-in task (:mod:`r1lab.data.synthetic`)
+    ``"builtin:level=2"``               options after ``:``, comma-separated: ``level=1|1-3|mix``,
+    ``"builtin:test,level=1-3,n=200"``  ``n=``, ``seed=``, ``split=`` (or a bare split name)
+    ``"openai/gsm8k"``, …               a hub dataset (:mod:`r1lab.data.sources`)
+    ``"path/to/file.jsonl"``            a local JSONL/JSON/CSV/Parquet file (:mod:`r1lab.data.files`)
+
+The built-in task's size defaults to :data:`BUILTIN_DEFAULT_N` rows per split when ``n`` is not
+given. For files and hub datasets, ``n`` keeps the first ``n`` usable rows (reading stops there).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from r1lab.data import synthetic
+from r1lab.data.files import is_data_file, read_rows
+from r1lab.data.formatting import eval_row, grpo_row, sft_row
+from r1lab.data.layouts import KINDS, Layout, Record, detect_layout, extract
+from r1lab.data.sources import known_source, load_hub_rows, looks_like_hub_id
+from r1lab.data.validate import BadRowReport, filter_records, log_skipped
+from r1lab.errors import UserError
+from r1lab.prompts import resolve_system_prompt
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DEFAULT_N = {"train": 5000, "validation": 500, "test": 500}
+BUILTIN_LAYOUT = Layout("builtin", question="problem", answer="answer", solution="solution", level="level")
+
+
+@dataclass
+class DataInfo:
+    """What a load did: where the rows came from, the layout used, and what was skipped."""
+
+    source: str
+    split: str
+    layout: str
+    n_kept: int = 0
+    skipped: BadRowReport = field(default_factory=BadRowReport)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source string."""
+
+    kind: str  # "builtin", "file" or "hub"
+    target: str
+    options: dict[str, str]
+
+
+def parse_source(source: str) -> SourceSpec:
+    """Parse a source string.
+
+    >>> parse_source("builtin:test,level=1-3")
+    SourceSpec(kind='builtin', target='builtin', options={'split': 'test', 'level': '1-3'})
+    >>> parse_source("data/train.jsonl").kind, parse_source("openai/gsm8k").kind
+    ('file', 'hub')
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise UserError(
+            "no data source given", hint="use builtin, a hub name like openai/gsm8k, or a file path"
+        )
+    source = source.strip()
+    head, _, rest = source.partition(":")
+    if head.lower() == "builtin":
+        options: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = part.partition("=")
+            if not eq:
+                key, value = "split", part
+            if key not in ("level", "n", "seed", "split"):
+                raise UserError(
+                    f"unknown built-in task option {key!r} in {source!r}",
+                    hint="options are level=1-5|1-3|mix, n=N, seed=S, split=train|validation|test",
+                )
+            options[key] = value
+        return SourceSpec("builtin", "builtin", options)
+    if is_data_file(source):
+        return SourceSpec("file", source, {})
+    if looks_like_hub_id(source):
+        return SourceSpec("hub", source, {})
+    raise UserError(
+        f"unknown data source {source!r}",
+        hint="use builtin[:level=N], a hub name like openai/gsm8k, or a .jsonl/.json/.csv/.parquet file",
+    )
+
+
+def _int_option(spec: SourceSpec, key: str, default: int | None) -> int | None:
+    if key not in spec.options:
+        return default
+    try:
+        return int(spec.options[key])
+    except ValueError:
+        raise UserError(f"built-in task option {key}={spec.options[key]!r} is not an integer") from None
+
+
+def _builtin_records(spec: SourceSpec, split: str, n: int | None, seed: int) -> Iterator[tuple[str, Record]]:
+    split = synthetic.canonical_split(spec.options.get("split", split))
+    n_opt = _int_option(spec, "n", None)
+    n = n if n is not None else n_opt if n_opt is not None else BUILTIN_DEFAULT_N[split]
+    seed = _int_option(spec, "seed", seed)
+    rows = synthetic.make_problems(n, level=spec.options.get("level", 1), seed=seed, split=split)
+    for row in rows:
+        rec = Record(
+            row["problem"], row["answer"], row["solution"], subject="arithmetic", level=str(row["level"])
+        )
+        yield row["id"], rec
+
+
+def _raw_rows(spec: SourceSpec, split: str) -> Iterator[tuple[str, dict]]:
+    if spec.kind == "file":
+        return read_rows(spec.target)
+    rows, _ = load_hub_rows(spec.target, split)
+    return rows
+
+
+def load_records(
+    source: str,
+    *,
+    kind: str,
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+    on_bad_row: str = "error",
+) -> tuple[list[Record], DataInfo]:
+    """Validated :class:`Record` s of ``source`` for ``kind`` (grpo, sft or eval), with a
+    :class:`DataInfo`. The loaders below format these; ``r1lab data preview`` shows them."""
+    if kind not in KINDS:
+        raise UserError(f"unknown data kind {kind!r}; use one of {', '.join(KINDS)}")
+    if n is not None and n < 0:
+        raise UserError(f"n must be >= 0, got {n}")
+    spec = parse_source(source)
+    if spec.kind == "builtin":
+        split_name = synthetic.canonical_split(spec.options.get("split", split))
+        info = DataInfo(source, split_name, "builtin (problem/answer/solution)")
+        pairs = _builtin_records(spec, split_name, n, seed)
+    else:
+        raw = _raw_rows(spec, split)
+        first = next(raw, None)
+        if first is None:
+            raise UserError(f"{source} ({split}) has no rows")
+        known = known_source(spec.target) if spec.kind == "hub" else None
+        cols = dict(known.columns.get(kind, {})) if known and not columns else {}
+        cols.update(columns or {})
+        layout = detect_layout(first[1], kind=kind, columns=cols)
+        info = DataInfo(source, split, layout.name)
+        pairs = ((where, extract(row, layout)) for where, row in itertools.chain([first], raw))
+    records = list(
+        itertools.islice(filter_records(pairs, kind, on_bad_row=on_bad_row, report=info.skipped), n)
+    )
+    log_skipped(info.skipped, f"{source} ({info.split})")
+    if not records:
+        raise UserError(
+            f"no usable rows in {source} ({info.split})"
+            + (f": all {info.skipped.total} were skipped" if info.skipped.total else ""),
+            hint="check the file and the column flags (--question-col, --answer-col)",
+        )
+    info.n_kept = len(records)
+    return records, info
+
+
+def _to_dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.Dataset.from_list(rows)
+
+
+def load_grpo_dataset(
+    source: str,
+    *,
+    split: str = "train",
+    n: int | None = None,
+    system_prompt: str | None = "r1",
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+    on_bad_row: str = "error",
+):
+    """A GRPO dataset: ``prompt`` ([system, user] messages), ``solution`` (reference answer),
+    ``problem`` (the question text).
+
+    ``columns`` overrides detected column names (``{"question": ..., "answer": ...}``);
+    ``on_bad_row="skip"`` drops unusable rows (counted in a warning) instead of raising.
+
+    >>> ds = load_grpo_dataset("builtin:level=1", n=2)
+    >>> ds.column_names, ds[0]["prompt"][0]["role"]
+    (['prompt', 'solution', 'problem'], 'system')
+    """
+    records, _ = load_records(
+        source, kind="grpo", split=split, n=n, seed=seed, columns=columns, on_bad_row=on_bad_row
+    )
+    prompt = resolve_system_prompt(system_prompt)
+    return _to_dataset([grpo_row(r.problem, r.answer, _system(r, system_prompt, prompt)) for r in records])
+
+
+def load_sft_dataset(
+    source: str,
+    *,
+    split: str = "train",
+    n: int | None = None,
+    system_prompt: str | None = "r1",
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+    on_bad_row: str = "error",
+    strip_think_prefix: bool = False,
+):
+    """An SFT dataset: ``messages`` = [system, user, assistant], the assistant turn being the
+    reasoning trace in R1 form (``<think>…</think><answer>…</answer>``).
+
+    ``system_prompt="source"`` keeps a dataset's own system prompt (Bespoke-Stratos has one).
+    ``strip_think_prefix=True`` drops a leading ``<think>`` from assistant turns, for chat
+    templates that already put it in the generation prompt (see
+    :func:`r1lab.data.formatting.template_prefills_think`).
+
+    >>> ds = load_sft_dataset("builtin", n=1, system_prompt=None)
+    >>> [m["role"] for m in ds[0]["messages"]], ds[0]["messages"][1]["content"].startswith("<think>")
+    (['user', 'assistant'], True)
+    """
+    records, _ = load_records(
+        source, kind="sft", split=split, n=n, seed=seed, columns=columns, on_bad_row=on_bad_row
+    )
+    prompt = resolve_system_prompt(system_prompt) if system_prompt != "source" else None
+    return _to_dataset(
+        [
+            sft_row(
+                r.problem, r.trace, _system(r, system_prompt, prompt), strip_think_prefix=strip_think_prefix
+            )
+            for r in records
+        ]
+    )
+
+
+def load_eval_dataset(
+    source: str,
+    *,
+    split: str = "test",
+    n: int | None = None,
+    system_prompt: str | None = "r1",
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+    on_bad_row: str = "error",
+):
+    """An evaluation dataset: ``prompt``, ``solution``, ``problem``, ``subject``, ``level``
+    (``""`` when the source does not say). Defaults to the ``test`` split.
+
+    >>> ds = load_eval_dataset("builtin", n=3)
+    >>> ds.column_names
+    ['prompt', 'solution', 'problem', 'subject', 'level']
+    """
+    records, _ = load_records(
+        source, kind="eval", split=split, n=n, seed=seed, columns=columns, on_bad_row=on_bad_row
+    )
+    prompt = resolve_system_prompt(system_prompt)
+    return _to_dataset(
+        [
+            eval_row(r.problem, r.answer, _system(r, system_prompt, prompt), subject=r.subject, level=r.level)
+            for r in records
+        ]
+    )
+
+
+def _system(rec: Record, requested: str | None, resolved: str | None) -> str | None:
+    """The row's system prompt: its own for ``"source"`` (falling back to R1), else ``resolved``."""
+    if requested == "source":
+        return rec.system or resolve_system_prompt("r1")
+    return resolved
