@@ -1,7 +1,7 @@
 """Shared fixtures for the reward tests: one verifier pool per session, checked for leaks at the end."""
 
 import json
-import multiprocessing as mp
+import os
 from pathlib import Path
 
 import pytest
@@ -22,5 +22,14 @@ def _stop_pool_and_check_leaks():
     from r1lab.rewards import shutdown_pool
 
     shutdown_pool()
-    leaked = [p for p in mp.active_children() if p.name == "r1lab-verify"]
+    me = str(os.getpid())
+    leaked = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"\nPPid:\t{me}\n" in text and b"r1lab.rewards._worker" in cmdline and "zombie" not in text:
+            leaked.append(status.parent.name)
     assert not leaked, f"verifier workers still alive: {leaked}"

@@ -93,10 +93,10 @@ def get_reward_funcs(names: list[str] | str, **params: Mapping[str, Any]) -> lis
                 f"unknown parameter(s) {unknown} for reward {name!r}",
                 hint=f"{name} accepts: {', '.join(sorted(allowed)) or 'no parameters'}",
             )
-        if "fallbacks" in kw and kw["fallbacks"] is not None:
-            kw["fallbacks"] = (
-                tuple(kw["fallbacks"]) if not isinstance(kw["fallbacks"], str) else (kw["fallbacks"],)
-            )
+        if "fallbacks" in kw:
+            # YAML gives None for an empty value and a string for a single name.
+            fb = kw["fallbacks"]
+            kw["fallbacks"] = () if fb is None else ((fb,) if isinstance(fb, str) else tuple(fb))
         try:
             funcs.append(REWARDS[name](**kw))
         except (TypeError, ValueError) as exc:

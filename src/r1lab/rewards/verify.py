@@ -13,14 +13,17 @@ Public entry point: :func:`verify_answers`.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from multiprocessing.connection import wait
+from pathlib import Path
 
 from r1lab.rewards.extract import plain_number, reference_answer
 
@@ -32,6 +35,7 @@ MAX_VERIFY_CHARS = 2000
 # Address-space cap per worker, so a runaway sympy computation raises MemoryError instead of
 # taking the machine down.
 WORKER_MEMORY_BYTES = 4 * 1024**3
+MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"  # read by r1lab.rewards._worker
 
 
 def default_workers() -> int:
@@ -43,64 +47,71 @@ def default_workers() -> int:
     return max(1, min(16, n))
 
 
-def _worker_main(conn) -> None:
-    """Loop of a worker process: receive (i, answer, reference), send (i, result, error)."""
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
-    except (ImportError, ValueError, OSError):  # pragma: no cover - platform without the limit
-        pass
-    from r1lab.rewards import _mv
-
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        i, answer, reference = msg
-        try:
-            result, error = _mv.verify_pair(answer, reference), None
-        except BaseException as exc:  # MemoryError, RecursionError: report, keep serving
-            result, error = False, f"{type(exc).__name__}: {str(exc)[:200]}"
-        try:
-            conn.send((i, result, error))
-        except (EOFError, OSError):
-            return
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The worker must import this very r1lab, even when it runs from a source tree on sys.path.
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [pkg_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    env[MEMORY_ENV] = str(WORKER_MEMORY_BYTES)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
 
 
 class _Worker:
-    def __init__(self, ctx):
-        parent, child = ctx.Pipe(duplex=True)
-        self.conn = parent
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="r1lab-verify")
-        self.proc.start()
-        child.close()
+    """One ``python -m r1lab.rewards._worker`` process and its pipes."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "r1lab.rewards._worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_worker_env(),
+            close_fds=True,
+        )
+        self.ready = False
         self.task: int | None = None
         self.deadline = 0.0
+        self.started = time.monotonic()
+
+    def fileno(self) -> int:
+        return self.proc.stdout.fileno()
+
+    def send(self, obj) -> None:
+        self.proc.stdin.write(json.dumps(obj).encode("ascii") + b"\n")
+        self.proc.stdin.flush()
+
+    def recv(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise EOFError("verifier worker exited")
+        return json.loads(line)
 
     def kill(self) -> None:
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(timeout=5)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL not delivered
+            log.warning("verifier worker %d did not exit after SIGKILL", self.proc.pid)
 
     def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        self.proc.join(timeout=1)
+        # Workers keep no state worth a graceful exit, and sympy's interpreter teardown takes ~0.5 s.
         self.kill()
 
 
 class VerifierPool:
     """A fixed set of worker processes that verify (answer, reference) pairs under a deadline each.
+
+    Workers are fresh interpreters (``python -m r1lab.rewards._worker``), so nothing of the caller's
+    ``__main__`` runs in them; they take ~1-2 s to import math-verify, once. A worker that passes an
+    item's deadline is killed and replaced; its item counts as wrong.
 
     >>> pool = VerifierPool(n_workers=1)
     >>> pool.map([("\\\\frac{1}{2}", "0.5"), ("3", "\\\\pi")], timeout=5.0)
@@ -108,27 +119,29 @@ class VerifierPool:
     >>> pool.close()
     """
 
+    # Longest wait for a new worker to import math-verify before giving up on it.
+    STARTUP_TIMEOUT = 60.0
+
     def __init__(self, n_workers: int | None = None):
         self.n_workers = n_workers or default_workers()
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        self._ctx = mp.get_context(method)
-        if method == "forkserver":
-            # Workers fork from a server that already imported math-verify and sympy: respawning a
-            # killed worker then costs milliseconds, not the ~1 s import.
-            self._ctx.set_forkserver_preload(["r1lab.rewards._mv"])
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self.n_timeouts = 0
+        self.n_restarts = 0
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [w.proc.pid for w in self._workers]
 
     def _ensure_started(self) -> None:
         while len(self._workers) < self.n_workers:
-            self._workers.append(_Worker(self._ctx))
+            self._workers.append(_Worker())
 
-    def _replace(self, w: _Worker) -> _Worker:
+    def _replace(self, w: _Worker) -> None:
         w.kill()
-        new = _Worker(self._ctx)
-        self._workers[self._workers.index(w)] = new
-        return new
+        self.n_restarts += 1
+        self._workers[self._workers.index(w)] = _Worker()
 
     def map(
         self, pairs: Sequence[tuple[str | None, str]], *, timeout: float = DEFAULT_TIMEOUT
@@ -140,50 +153,51 @@ class VerifierPool:
         with self._lock:
             self._ensure_started()
             todo = list(range(len(pairs)))[::-1]
-            busy: dict = {}  # conn -> worker
             errors: list[str] = []
-            while todo or busy:
-                for w in self._workers:
-                    if not todo:
-                        break
-                    if w.task is None:
+            while todo or any(w.task is not None for w in self._workers):
+                for w in list(self._workers):
+                    if todo and w.ready and w.task is None:
                         i = todo.pop()
                         try:
-                            w.conn.send((i, pairs[i][0], pairs[i][1]))
+                            w.send([i, pairs[i][0], pairs[i][1]])
                         except (OSError, ValueError):
                             todo.append(i)
                             self._replace(w)
                             continue
                         w.task, w.deadline = i, time.monotonic() + timeout
-                        busy[w.conn] = w
-                if not busy:
-                    continue
-                wait_for = max(0.0, min(w.deadline for w in busy.values()) - time.monotonic())
-                ready = wait(list(busy), timeout=wait_for)
-                for conn in ready:
-                    w = busy.pop(conn)
+                now = time.monotonic()
+                deadlines = [w.deadline for w in self._workers if w.task is not None]
+                deadlines += [w.started + self.STARTUP_TIMEOUT for w in self._workers if not w.ready]
+                ready = wait(self._workers, timeout=max(0.0, min(deadlines) - now) if deadlines else None)
+                for w in ready:
                     try:
-                        i, result, error = conn.recv()
-                    except (EOFError, OSError):
-                        # The worker died (e.g. killed by the OS): its item is a failure.
-                        errors.append(f"item {w.task}: worker died")
-                        results[w.task] = False
-                        w.task = None
+                        msg = w.recv()
+                    except (EOFError, OSError, ValueError):
+                        # The worker died (killed by the OS, crashed): its item is a failure.
+                        if w.task is not None:
+                            errors.append(f"item {w.task}: worker died")
+                            results[w.task] = False
                         self._replace(w)
                         continue
+                    if isinstance(msg, dict):  # the ready handshake
+                        w.ready = True
+                        continue
+                    i, result, error = msg
                     results[i] = result
                     if error:
                         errors.append(f"item {i}: {error}")
                     w.task = None
                 now = time.monotonic()
-                for conn, w in list(busy.items()):
-                    if w.deadline <= now:
-                        busy.pop(conn)
+                for w in list(self._workers):
+                    if w.task is not None and w.deadline <= now:
                         results[w.task] = False
                         self.n_timeouts += 1
                         errors.append(f"item {w.task}: timed out after {timeout:g}s")
-                        w.task = None
                         self._replace(w)
+                    elif not w.ready and w.started + self.STARTUP_TIMEOUT <= now:
+                        raise RuntimeError(
+                            "verifier worker did not start; run `python -m r1lab.rewards._worker` to see why"
+                        )
             if errors:
                 log.warning(
                     "answer verification failed for %d item(s), scored as wrong; first: %s",
