@@ -1,13 +1,189 @@
-"""CLI verbs of r1lab.cli.data — placeholder until its issue lands; replace this whole file."""
+"""``r1lab data preview|make-synthetic``: look at a data source as training sees it; write the built-in task."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
 
 from r1lab.errors import UserError
 
-VERBS: list[str] = []
+VERBS = ["data"]
+
+PREVIEW_EXAMPLES = """examples:
+  r1lab data preview builtin --n 3                         # the built-in task (train split)
+  r1lab data preview builtin:level=3 --split test --kind eval
+  r1lab data preview data/gsm8k_train.jsonl                # question / answer with "#### n"
+  r1lab data preview data/math.jsonl --kind sft            # problem / solution with \\\\boxed{}
+  r1lab data preview my.csv --question-col prompt --answer-col target --on-bad-row skip
+  r1lab data preview openai/gsm8k --split test             # a hub dataset (needs the hub or its cache)
+
+Sources: builtin[:level=1|1-3|mix,n=N,seed=S,split=...], a hub name (AI-MO/NuminaMath-TIR, openai/gsm8k,
+HuggingFaceH4/MATH-500, bespokelabs/Bespoke-Stratos-17k, HuggingFaceH4/Bespoke-Stratos-17k,
+open-r1/OpenR1-Math-220k, or any org/name), or a .jsonl/.json/.csv/.parquet file.
+"""
+
+MAKE_EXAMPLES = """examples:
+  r1lab data make-synthetic --n 1000 --level 1 --out data/easy.jsonl
+  r1lab data make-synthetic --n 200 --level 1-3 --split test --out data/test.jsonl --seed 1
+
+Each line: {"id", "problem", "answer", "solution", "level", "split"}; `solution` is the worked trace
+"<think>\\nsteps\\n</think>\\n<answer>\\nN\\n</answer>". The file loads back with any r1lab --data flag.
+"""
 
 
-def register(sub) -> None:  # noqa: D103
-    return None
+def add_column_flags(parser: argparse.ArgumentParser) -> None:
+    """``--question-col`` and friends: explicit column names that override layout detection."""
+    group = parser.add_argument_group("columns (override the detected layout)")
+    for name, what in (
+        ("question", "the question / problem text"),
+        ("answer", "the reference answer (bare, '#### n' or \\boxed{})"),
+        ("solution", "a worked solution / reasoning trace"),
+        ("messages", "a chat list (role/content or ShareGPT from/value)"),
+        ("system", "a per-row system prompt"),
+    ):
+        group.add_argument(f"--{name}-col", default=None, metavar="COL", help=f"column holding {what}")
 
 
-def _not_yet(args):  # pragma: no cover
-    raise UserError("this verb is not implemented yet")
+def columns_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """The ``columns=`` mapping for the loaders from ``--*-col`` flags."""
+    names = ("question", "answer", "solution", "messages", "system")
+    return {n: getattr(args, f"{n}_col") for n in names if getattr(args, f"{n}_col", None)}
+
+
+def register(sub) -> None:
+    """Add ``data preview`` and ``data make-synthetic``."""
+    from r1lab.cli import HelpFormatter, add_common_flags
+
+    parser = sub.add_parser(
+        "data",
+        help="preview a data source; write the built-in task to a file",
+        description="Data sources: preview how training and evaluation will see them, or write the built-in task.",
+        formatter_class=HelpFormatter,
+        epilog=PREVIEW_EXAMPLES.split("\n\n")[0],
+    )
+    add_common_flags(parser)
+    verbs = parser.add_subparsers(dest="data_verb", metavar="VERB")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+
+    preview = verbs.add_parser(
+        "preview",
+        help="show formatted rows and stats of a data source",
+        description="Load a source exactly as training/evaluation would (validation included), print a few\n"
+        "formatted rows and stats: row count, detected layout, length distributions, skipped rows.\n\n"
+        + PREVIEW_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    preview.add_argument("source", metavar="NAME_OR_PATH", help="builtin[:options], a hub name, or a file")
+    preview.add_argument("--split", default=None, help="split (default: train; test for --kind eval)")
+    preview.add_argument("--n", type=int, default=3, help="how many formatted rows to show")
+    preview.add_argument(
+        "--kind", choices=("grpo", "sft", "eval"), default="grpo", help="format rows for this stage"
+    )
+    preview.add_argument(
+        "--limit", type=int, default=None, help="read at most this many usable rows (default: all)"
+    )
+    preview.add_argument("--system-prompt", default="r1", help="'r1', 'none', 'source', or literal text")
+    preview.add_argument(
+        "--on-bad-row", choices=("error", "skip"), default="error", help="stop at a bad row, or skip it"
+    )
+    add_column_flags(preview)
+    add_common_flags(preview)
+    preview.set_defaults(func=_preview)
+
+    make = verbs.add_parser(
+        "make-synthetic",
+        help="write built-in task problems to a JSONL file",
+        description="Write problems of the built-in task (GSM8K-style, exact integer answers, worked\n"
+        "R1-format solutions) to a JSONL file, atomically.\n\n" + MAKE_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    make.add_argument("--n", type=int, required=True, help="number of problems")
+    make.add_argument("--level", default="1", help="difficulty 1-5, a range like 1-3, or mix")
+    make.add_argument("--out", required=True, help="output .jsonl file")
+    make.add_argument("--split", default="train", choices=("train", "validation", "test"), help="which split")
+    make.add_argument("--seed", type=int, default=0, help="random seed")
+    add_common_flags(make)
+    make.set_defaults(func=_make_synthetic)
+
+
+def _dist(values: list[int]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return f"min {ordered[0]}  median {statistics.median(ordered):g}  p95 {p95}  max {ordered[-1]}"
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    from r1lab.data.formatting import eval_row, grpo_row, sft_row
+    from r1lab.data.load import load_records
+    from r1lab.prompts import resolve_system_prompt
+
+    if args.n < 0:
+        raise UserError(f"--n must be >= 0, got {args.n}")
+    split = args.split or ("test" if args.kind == "eval" else "train")
+    records, info = load_records(
+        args.source,
+        kind=args.kind,
+        split=split,
+        n=args.limit,
+        columns=columns_from_args(args),
+        on_bad_row=args.on_bad_row,
+    )
+    system = resolve_system_prompt(None if args.system_prompt == "source" else args.system_prompt)
+    console = Console()
+
+    stats = Table(title=f"{info.source} ({info.split}, for {args.kind})", show_header=False)
+    stats.add_row("rows", str(info.n_kept))
+    stats.add_row("layout", info.layout)
+    stats.add_row("question chars", _dist([len(r.problem) for r in records]))
+    if args.kind == "sft":
+        stats.add_row("trace chars", _dist([len(r.trace or "") for r in records]))
+    else:
+        stats.add_row("answer chars", _dist([len(r.answer or "") for r in records]))
+    levels = sorted({r.level for r in records if r.level})
+    if levels:
+        stats.add_row("levels", ", ".join(levels[:12]) + (" ..." if len(levels) > 12 else ""))
+    stats.add_row("skipped", str(info.skipped.total))
+    for reason, count in info.skipped.counts.most_common():
+        stats.add_row(f"  {reason}", f"{count} (e.g. {info.skipped.examples[reason]})")
+    console.print(stats)
+
+    for i, rec in enumerate(records[: args.n]):
+        own = rec.system if args.system_prompt == "source" else system
+        if args.kind == "sft":
+            row = sft_row(rec.problem, rec.trace, own)
+            body = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in row["messages"])
+        else:
+            row = (
+                eval_row(rec.problem, rec.answer, own, subject=rec.subject, level=rec.level)
+                if args.kind == "eval"
+                else grpo_row(rec.problem, rec.answer, own)
+            )
+            body = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in row["prompt"])
+            body += f"\n\n[solution] {row['solution']}"
+        # Text, not a str: data may contain "[...]" that rich would read as markup.
+        console.print(Panel(Text(body), title=f"row {i}", expand=False))
+    return 0
+
+
+def _make_synthetic(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from r1lab.data.synthetic import make_problems
+    from r1lab.io import write_jsonl
+
+    if args.n <= 0:
+        raise UserError(f"--n must be positive, got {args.n}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise UserError(f"--out must be a .jsonl file, got {out}", hint="e.g. --out data/train.jsonl")
+    rows = make_problems(args.n, level=args.level, seed=args.seed, split=args.split)
+    write_jsonl(out, rows)
+    print(f"wrote {len(rows)} {args.split} problems (level {args.level}, seed {args.seed}) to {out}")
+    return 0

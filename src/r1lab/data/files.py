@@ -113,7 +113,10 @@ def read_csv(path: Path) -> Rows:
         for row in reader:
             line = reader.line_num
             if None in row or any(v is None for v in row.values()):
-                got = len([v for v in row.values() if v is not None]) + len(row.get(None) or [])
+                # DictReader puts extra fields in a list under the key None and fills missing ones with None.
+                got = sum(1 for k, v in row.items() if k is not None and v is not None) + len(
+                    row.get(None) or []
+                )
                 raise UserError(
                     f"{path} line {line}: {got} fields but the header has {len(header)}",
                     hint="quote fields that contain commas or newlines",

@@ -109,7 +109,7 @@ def detect_layout(row: dict, *, kind: str = "grpo", columns: dict[str, str] | No
     if use_messages:
         style = "conversations" if _is_sharegpt(row[pick["messages"]]) else "messages"
         return Layout(style, messages=pick["messages"], system=pick["system"], answer=pick["answer"],
-                      subject=pick["subject"], level=pick["level"])  # fmt: skip
+                      solution=pick["solution"], subject=pick["subject"], level=pick["level"])  # fmt: skip
     if not pick["question"]:
         raise UserError(
             f"no question column found; columns are: {_cols(row)}",
@@ -197,7 +197,8 @@ def extract(row: dict, layout: Layout) -> Record:
         rec.system = rec.system or (systems[0] if systems else None)
         if assistants:
             rec.trace = to_r1_trace(assistants[-1])
-        answer, _ = _text(row, layout.answer)
+        # A reference column wins over the assistant turn (a saved GRPO file has prompt + solution).
+        answer = _text(row, layout.answer)[0] or _text(row, layout.solution)[0]
         if answer is not None:
             rec.answer = reference_from_answer(answer)
         elif assistants:

@@ -149,7 +149,8 @@ def load_records(
         cols = dict(known.columns.get(kind, {})) if known and not columns else {}
         cols.update(columns or {})
         layout = detect_layout(first[1], kind=kind, columns=cols)
-        info = DataInfo(source, split, layout.name)
+        # A file has no splits: it *is* the split the caller asked for.
+        info = DataInfo(source, split if spec.kind == "hub" else "file", layout.name)
         pairs = ((where, extract(row, layout)) for where, row in itertools.chain([first], raw))
     records = list(
         itertools.islice(filter_records(pairs, kind, on_bad_row=on_bad_row, report=info.skipped), n)

@@ -87,11 +87,12 @@ def known_source(source: str) -> HubSource | None:
     return SOURCES.get(source.lower())
 
 
-def _offline_hint(source: str, split: str) -> str:
+def _offline_hint(source: str, config: str | None, split: str) -> str:
+    args = f"{source!r}, {config!r}" if config else repr(source)
     return (
-        f"download it on a machine with internet (datasets.load_dataset({source!r}).to_json(...) or "
-        f"huggingface-cli download --repo-type dataset {source}), copy the {split} split here, and pass "
-        "its path instead, e.g. --data path/to/train.jsonl; or use the offline built-in task: --data builtin"
+        f"on a machine with internet run datasets.load_dataset({args}, split={split!r}).to_json('{split}.jsonl'), "
+        f"copy the file here and pass its path instead (e.g. --data {split}.jsonl); "
+        "or use the offline built-in task: --data builtin"
     )
 
 
@@ -141,7 +142,7 @@ def load_hub_rows(source: str, split: str) -> tuple[Iterator[tuple[str, dict]], 
         reason = "offline mode (HF_HUB_OFFLINE=1)" if env_offline else "the hub cannot be reached"
         raise UserError(
             f"cannot load hub dataset {hub_id!r} split {split!r}: {reason} and no cached copy ({type(err).__name__})",
-            hint=_offline_hint(hub_id, split),
+            hint=_offline_hint(hub_id, config, split),
         ) from None
     except ValueError as err:
         raise UserError(f"cannot load hub dataset {hub_id!r} split {split!r}: {err}") from None

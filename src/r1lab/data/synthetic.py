@@ -223,7 +223,7 @@ DISTRACTORS = (
     "{name}'s {relative} is {d} years old.",
     "The shop is {d} minutes away.",
     "It is {d} degrees outside.",
-    "{name} also has {d} {things}, but they do not matter here.",
+    "{name} also has {d} {things}.",
 )
 RELATIVES = ("sister", "brother", "cousin", "uncle", "aunt", "grandmother")
 
