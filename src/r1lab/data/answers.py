@@ -95,6 +95,8 @@ def reference_from_answer(text: str) -> str:
     ('3', '1000', '5')
     """
     text = text.strip()
+    if "####" in text:  # GSM8K-style: what follows the marker, even if that is nothing
+        return after_hashes(text) or ""
     wrapped = reference_from_solution(text)
     if wrapped:
         return wrapped
