@@ -98,3 +98,23 @@ def test_contamination_counts_and_warns(caplog):
     from datasets import Dataset
 
     assert len(contamination(sft, Dataset.from_list(shouted))) == 5
+
+
+def test_check_source_before_any_model_loads(tmp_path, monkeypatch):
+    from r1lab.data import check_source
+
+    check_source("builtin:level=1-3,split=test")
+    for bad in ("builtin:level=0", "builtin:split=dev2", "builtin:n=many", "nowhere"):
+        with pytest.raises(UserError):
+            check_source(bad)
+    good = _write(tmp_path / "ok.jsonl", [{"messages": [{"role": "user", "content": "Q?"}]}] * 2)
+    check_source(good)
+    with pytest.raises(UserError, match="field assistant: no assistant turn"):
+        check_source(good, kind="sft")
+    with pytest.raises(UserError, match="line 2, field question: empty question"):
+        check_source(_write(tmp_path / "b.jsonl", [GOOD, BAD_ROWS[0][0]]))
+    with pytest.raises(UserError, match="data file not found"):
+        check_source(str(tmp_path / "missing.csv"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match="openai/gsm8k.*--data"):
+        check_source("openai/gsm8k")  # offline in tests, and not cached

@@ -18,6 +18,7 @@ from r1lab.data.layouts import Layout, Record, detect_layout
 from r1lab.data.load import (
     BUILTIN_DEFAULT_N,
     DataInfo,
+    check_source,
     load_eval_dataset,
     load_grpo_dataset,
     load_records,
@@ -35,6 +36,7 @@ __all__ = [
     "DataInfo",
     "Layout",
     "Record",
+    "check_source",
     "contamination",
     "detect_layout",
     "last_boxed",

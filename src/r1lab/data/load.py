@@ -129,9 +129,10 @@ def load_records(
     columns: dict[str, str] | None = None,
     on_bad_row: str = "error",
 ) -> tuple[list[Record], DataInfo]:
-    """Validated :class:`Record` s of ``source`` for ``kind`` (grpo, sft or eval), with a
+    """Validated :class:`Record` s of ``source`` for ``kind`` (grpo, sft, eval; ``any`` checks only
+    the question), with a
     :class:`DataInfo`. The loaders below format these; ``r1lab data preview`` shows them."""
-    if kind not in KINDS:
+    if kind not in (*KINDS, "any"):
         raise UserError(f"unknown data kind {kind!r}; use one of {', '.join(KINDS)}")
     if n is not None and n < 0:
         raise UserError(f"n must be >= 0, got {n}")
@@ -164,6 +165,41 @@ def load_records(
         )
     info.n_kept = len(records)
     return records, info
+
+
+def check_source(
+    source: str, *, kind: str | None = None, split: str = "train", columns: dict[str, str] | None = None
+) -> None:
+    """Raise :class:`UserError` now if ``source`` cannot be loaded later; cheap enough to run for
+    every stage of a recipe before any model loads.
+
+    * built-in: the options (level, split, n, seed) are checked;
+    * a file: it is read and every row checked (for ``kind`` when given, else only that each row
+      has a question), so a bad row stops the run before training, not hours into it;
+    * a hub name: offline, the local ``datasets`` cache must hold it; online nothing is fetched.
+
+    >>> check_source("builtin:level=2")
+    >>> check_source("builtin:level=9")
+    Traceback (most recent call last):
+    ...
+    r1lab.errors.UserError: bad built-in task level '9' (use a level 1-5, a range like 1-3, a list like 1,3, or 'mix')
+    """
+    spec = parse_source(source)
+    if spec.kind == "builtin":
+        synthetic.canonical_split(spec.options.get("split", split))
+        synthetic.parse_levels(spec.options.get("level", 1))
+        _int_option(spec, "n", None)
+        _int_option(spec, "seed", 0)
+    elif spec.kind == "file":
+        load_records(source, kind=kind or "any", split=split, columns=columns)
+    elif _hub_offline():
+        load_hub_rows(spec.target, split)
+
+
+def _hub_offline() -> bool:
+    import datasets
+
+    return bool(datasets.config.HF_HUB_OFFLINE)
 
 
 def _to_dataset(rows: list[dict]):
