@@ -325,11 +325,13 @@ _DIVISORS = tuple(tuple(k for k in range(2, 8) if r % k == 0) for r in range(420
 _OPS = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__}
 
 
-def _make_one(rng: random.Random, level: int) -> dict:
-    """One candidate problem at ``level`` (not yet assigned to a split).
+def _make_one(rng: random.Random, level: int) -> tuple[str, tuple]:
+    """One candidate at ``level``: its question text and a plan to write its solution from.
 
-    Operands are >= 2 so units read as plurals ("2 liters"); picks use ``rng.random()`` directly
-    because ``rng.choice``/``randint`` dominate the cost at 10**6 problems.
+    The solution is written only for candidates that are kept (:func:`_solution`): most test-split
+    candidates are rejected, so this halves their cost. Operands are >= 2 so units read as plurals
+    ("2 liters"); picks use ``rng.random()`` directly because ``rng.choice``/``randint`` dominate
+    the cost at 10**6 problems.
     """
     rnd = rng.random
     spec = LEVEL_SPECS[level]
@@ -341,23 +343,23 @@ def _make_one(rng: random.Random, level: int) -> dict:
     ctx["friend"] = friend
     ctx["friend_cap"] = friend[0].upper() + friend[1:]
     ctx["obj"] = OBJECTS[int(rnd() * len(OBJECTS))]
-    unit = scenario["unit"].format_map(ctx)
     # Level 1 starts at 4+ so "-" always has room; higher levels start at a tenth of the range.
     lo = 4 if level == 1 else max(4, spec.max_start // 10)
-    total = ctx["a"] = lo + int(rnd() * (spec.max_start - lo + 1))
+    start = total = ctx["a"] = lo + int(rnd() * (spec.max_start - lo + 1))
     opens = scenario["open"]
     sentences = [opens[int(rnd() * len(opens))].format_map(ctx)]
-    steps = [f"{name} starts with {total} {unit}."]
+    ops = []
     for _ in range(spec.steps):
         op, v = _pick_op(rnd, spec, total)
-        new = _OPS[op](total, v)
         ctx["b"] = ctx["k"] = v
         ctx["frac"] = FRACTIONS.get(v) or f"1/{v}"
         ctx["mult"] = MULTIPLES.get(v) or f"becomes {v} times as large"
         phrases = scenario[op]
         sentences.append(phrases[int(rnd() * len(phrases))].format_map(ctx))
-        steps.append(_TRACE[op].format(b=v, k=v, x=total, y=new))
+        new = _OPS[op](total, v)
+        ops.append((op, v, total, new))
         total = new
+    distractors = []
     if spec.distractors:
         for template in rng.sample(DISTRACTORS, spec.distractors):
             ctx["other"] = _ALL_NAMES[int(rnd() * len(_ALL_NAMES))]
@@ -367,12 +369,21 @@ def _make_one(rng: random.Random, level: int) -> dict:
             d = template.format_map(ctx)
             # Never first (the story needs its opening); the question always comes last.
             sentences.insert(1 + int(rnd() * len(sentences)), d)
-            steps.append(f'"{d}" is not needed for the answer.')
+            distractors.append(d)
     asks = scenario["ask"]
     question = " ".join(sentences) + " " + asks[int(rnd() * len(asks))].format_map(ctx)
+    return question, (name, scenario["unit"].format_map(ctx), start, ops, distractors, total)
+
+
+def _solution(plan: tuple) -> tuple[str, str]:
+    """(answer, worked R1 solution) from a :func:`_make_one` plan."""
+    name, unit, start, ops, distractors, total = plan
+    steps = [f"{name} starts with {start} {unit}."]
+    steps += [_TRACE[op].format(b=v, k=v, x=x, y=y) for op, v, x, y in ops]
+    steps += [f'"{d}" is not needed for the answer.' for d in distractors]
     steps.append(f"So {name} ends with {total} {unit}.")
     answer = str(total)
-    return {"problem": question, "answer": answer, "solution": format_trace(steps, answer), "level": level}
+    return answer, format_trace(steps, answer)
 
 
 _GENDER = (
@@ -402,8 +413,8 @@ def iter_problems(
     misses = 0
     while True:
         lvl = levels[0] if len(levels) == 1 else rng.choice(levels)
-        row = _make_one(rng, lvl)
-        key = text_key(row["problem"])
+        question, plan = _make_one(rng, lvl)
+        key = text_key(question)
         if not lo <= key % 100 < hi or key in seen:
             misses += 1
             if misses > 100_000:  # pragma: no cover - the problem space is far larger than 10**6
@@ -411,9 +422,15 @@ def iter_problems(
             continue
         misses = 0
         seen.add(key)
-        row["id"] = f"builtin-{split}-{key:016x}"
-        row["split"] = split
-        yield row
+        answer, solution = _solution(plan)
+        yield {
+            "id": f"builtin-{split}-{key:016x}",
+            "problem": question,
+            "answer": answer,
+            "solution": solution,
+            "level": lvl,
+            "split": split,
+        }
 
 
 def make_problems(
