@@ -114,3 +114,41 @@ def test_utf8_bom_is_fine(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffquestion,answer\nWhat is 1+1?,2\n".encode())
     assert load_grpo_dataset(str(path))["solution"] == ["2"]
+
+
+def test_hub_snapshot_folder(tmp_path):
+    from datasets import Dataset
+
+    (tmp_path / "snap" / "data").mkdir(parents=True)
+    Dataset.from_list(MATH_ROWS).to_parquet(str(tmp_path / "snap/data/train-00000-of-00002.parquet"))
+    Dataset.from_list(MATH_ROWS[:1]).to_parquet(str(tmp_path / "snap/data/train-00001-of-00002.parquet"))
+    Dataset.from_list(MATH_ROWS[1:]).to_parquet(str(tmp_path / "snap/data/test-00000-of-00001.parquet"))
+    (tmp_path / "snap/README.md").write_text("card")
+    snap = str(tmp_path / "snap")
+    assert load_grpo_dataset(snap)["solution"] == ["\\frac{5}{6}", "3", "\\frac{5}{6}"]
+    assert load_eval_dataset(snap)["solution"] == ["3"]
+    with pytest.raises(UserError, match=r"no 'validation' split files in .*snap"):
+        load_grpo_dataset(snap, split="validation")
+
+
+def test_folder_of_split_files_and_ambiguity(tmp_path):
+    (tmp_path / "d").mkdir()
+    _jsonl(tmp_path / "d" / "train.jsonl", GSM8K_ROWS)
+    _jsonl(tmp_path / "d" / "val.jsonl", GSM8K_ROWS[:1])
+    assert load_grpo_dataset(str(tmp_path / "d"))["solution"] == ["7", "1206"]
+    assert load_grpo_dataset(str(tmp_path / "d"), split="validation")["solution"] == ["7"]
+    for sub in ("main", "socratic"):
+        (tmp_path / "g" / sub).mkdir(parents=True)
+        _jsonl(tmp_path / "g" / sub / "train-00000.jsonl", GSM8K_ROWS)
+    with pytest.raises(UserError, match="several folders"):
+        load_grpo_dataset(str(tmp_path / "g"))
+    assert len(load_grpo_dataset(str(tmp_path / "g" / "main"))) == 2
+
+
+def test_save_to_disk_folder(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_list(GSM8K_ROWS)}).save_to_disk(str(tmp_path / "dd"))
+    assert load_grpo_dataset(str(tmp_path / "dd"))["solution"] == ["7", "1206"]
+    with pytest.raises(UserError, match=r"has no 'test' split \(it has: train\)"):
+        load_eval_dataset(str(tmp_path / "dd"))

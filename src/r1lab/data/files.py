@@ -1,4 +1,5 @@
-"""Local data files: JSONL, JSON, CSV and Parquet, read with errors that name the file and line.
+"""Local data files: JSONL, JSON, CSV and Parquet, read with errors that name the file and line;
+and local dataset directories (a hub snapshot, a ``save_to_disk`` folder, or a folder of split files).
 
 Each reader yields ``(where, row)`` pairs, ``where`` being e.g. ``"data.jsonl line 7"`` (1-based
 lines for text formats, 0-based ``row`` indices for JSON arrays and Parquet), so any later
@@ -169,3 +170,58 @@ def read_rows(path: str | Path) -> Rows:
     if not path.is_file():
         raise UserError(f"data file not found: {path}", hint="check the path")
     return reader(path)
+
+
+_SPLIT_NAMES = {
+    "train": ("train",),
+    "validation": ("validation", "valid", "val", "dev"),
+    "test": ("test",),
+}
+
+
+def split_files(directory: Path, split: str) -> list[Path]:
+    """The data files of ``split`` in a folder tree: names like ``train.jsonl``,
+    ``train-00000-of-00002.parquet`` or ``data/test-*.parquet`` (a hub snapshot's layout).
+
+    All shards must sit in one folder; when several folders match (gsm8k's ``main/`` and
+    ``socratic/``), the error asks for the one meant.
+    """
+    prefixes = _SPLIT_NAMES.get(split, (split,))
+    found = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        and any(p.name.lower() == f"{x}{p.suffix.lower()}" or p.name.lower().startswith((f"{x}-", f"{x}_", f"{x}."))
+                for x in prefixes)
+    )  # fmt: skip
+    if not found:
+        raise UserError(
+            f"no {split!r} split files in {directory}",
+            hint=f"expected e.g. {directory}/{split}.jsonl or {directory}/data/{split}-00000-of-00001.parquet; "
+            "or pass a file path",
+        )
+    parents = sorted({p.parent for p in found})
+    if len(parents) > 1:
+        raise UserError(
+            f"{directory} has {split!r} files in several folders: {', '.join(str(p) for p in parents)}",
+            hint="pass the folder (or file) you mean",
+        )
+    return found
+
+
+def read_dir(directory: str | Path, split: str) -> Rows:
+    """``(where, row)`` pairs of ``split`` from a local dataset folder: a ``save_to_disk`` folder
+    (loaded with ``datasets.load_from_disk``) or a tree of split files (see :func:`split_files`)."""
+    directory = Path(directory)
+    if (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file():
+        import datasets
+
+        ds = datasets.load_from_disk(str(directory))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise UserError(f"{directory} has no {split!r} split (it has: {', '.join(ds)})")
+            ds = ds[split]
+        return ((f"{directory.name} {split} row {i}", row) for i, row in enumerate(ds))
+    return (pair for path in split_files(directory, split) for pair in read_rows(path))

@@ -6,6 +6,8 @@ Source strings
     ``"builtin:test,level=1-3,n=200"``  ``n=``, ``seed=``, ``split=`` (or a bare split name)
     ``"openai/gsm8k"``, …               a hub dataset (:mod:`r1lab.data.sources`)
     ``"path/to/file.jsonl"``            a local JSONL/JSON/CSV/Parquet file (:mod:`r1lab.data.files`)
+    ``"path/to/folder"``                a local dataset folder: a hub snapshot (``data/train-*.parquet``),
+                                        a ``save_to_disk`` folder, or ``train.jsonl``/``test.jsonl`` files
 
 The built-in task's size defaults to :data:`BUILTIN_DEFAULT_N` rows per split when ``n`` is not
 given. For files and hub datasets, ``n`` keeps the first ``n`` usable rows (reading stops there).
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from r1lab.data import synthetic
-from r1lab.data.files import is_data_file, read_rows
+from r1lab.data.files import is_data_file, read_dir, read_rows
 from r1lab.data.formatting import eval_row, grpo_row, sft_row
 from r1lab.data.layouts import KINDS, Layout, Record, detect_layout, extract
 from r1lab.data.sources import known_source, load_hub_rows, looks_like_hub_id
@@ -82,6 +85,8 @@ def parse_source(source: str) -> SourceSpec:
         return SourceSpec("builtin", "builtin", options)
     if is_data_file(source):
         return SourceSpec("file", source, {})
+    if os.path.isdir(source):
+        return SourceSpec("dir", source, {})
     if looks_like_hub_id(source):
         return SourceSpec("hub", source, {})
     raise UserError(
@@ -115,6 +120,8 @@ def _builtin_records(spec: SourceSpec, split: str, n: int | None, seed: int) -> 
 def _raw_rows(spec: SourceSpec, split: str) -> Iterator[tuple[str, dict]]:
     if spec.kind == "file":
         return read_rows(spec.target)
+    if spec.kind == "dir":
+        return read_dir(spec.target, split)
     rows, _ = load_hub_rows(spec.target, split)
     return rows
 
@@ -151,7 +158,7 @@ def load_records(
         cols.update(columns or {})
         layout = detect_layout(first[1], kind=kind, columns=cols)
         # A file has no splits: it *is* the split the caller asked for.
-        info = DataInfo(source, split if spec.kind == "hub" else "file", layout.name)
+        info = DataInfo(source, "file" if spec.kind == "file" else split, layout.name)
         pairs = ((where, extract(row, layout)) for where, row in itertools.chain([first], raw))
     records = list(
         itertools.islice(filter_records(pairs, kind, on_bad_row=on_bad_row, report=info.skipped), n)
@@ -190,7 +197,7 @@ def check_source(
         synthetic.parse_levels(spec.options.get("level", 1))
         _int_option(spec, "n", None)
         _int_option(spec, "seed", 0)
-    elif spec.kind == "file":
+    elif spec.kind in ("file", "dir"):
         load_records(source, kind=kind or "any", split=split, columns=columns)
     elif _hub_offline():
         load_hub_rows(spec.target, split)

@@ -90,9 +90,9 @@ def known_source(source: str) -> HubSource | None:
 def _offline_hint(source: str, config: str | None, split: str) -> str:
     args = f"{source!r}, {config!r}" if config else repr(source)
     return (
-        f"on a machine with internet run datasets.load_dataset({args}, split={split!r}).to_json('{split}.jsonl'), "
-        f"copy the file here and pass its path instead (e.g. --data {split}.jsonl); "
-        "or use the offline built-in task: --data builtin"
+        f"on a machine with internet run `hf download {source} --repo-type dataset --local-dir DIR` "
+        f"(or datasets.load_dataset({args}, split={split!r}).to_json('{split}.jsonl')), copy DIR (or the "
+        f"file) here and pass its path instead, e.g. --data DIR; or use the offline built-in task: --data builtin"
     )
 
 
