@@ -133,6 +133,21 @@ def test_server_mode_needs_a_running_server(monkeypatch):
                          "vllm_server_base_url": f"http://127.0.0.1:{server.getsockname()[1]}"})
 
 
+@pytest.mark.skipif(dist.vllm_available() and dist.cuda_available(), reason="vLLM and a GPU are present here")
+def test_cli_stops_before_loading_anything_when_vllm_is_asked_for_but_unusable(tmp_path, capsys, r1lab_cache):
+    from r1lab.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    code = main(["run", "--config", str(recipe), "--output-dir", str(tmp_path / "runs"), "--dry-run",
+                 "--grpo.use_vllm", "true"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("r1lab: error:") and "stage 'grpo'" in lines[0]
+    assert ("vLLM is not installed" if not dist.vllm_available() else "no CUDA GPU") in lines[0]
+    assert not (tmp_path / "runs").exists() and not list(r1lab_cache.rglob("*.safetensors"))
+
+
 # ---------------------------------------------------------------------------------------------- configs
 
 EXPECTED = {  # file -> (distributed_type, num_processes, num_machines)
@@ -248,8 +263,12 @@ RECIPE = {
          "num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 16, "save_steps": 1},
         {"name": "sft", "kind": "sft", "n": 16, "max_steps": 2, "per_device_train_batch_size": 2,
          "save_steps": 1},
+        # Sampling stages after training: rs splits its prompts over the ranks, eval runs on rank 0.
+        {"name": "rs", "kind": "rs", "n": 6, "num_samples": 2, "max_new_tokens": 8, "batch_size": 4},
+        {"name": "eval", "kind": "eval", "n": 4, "max_new_tokens": 8, "batch_size": 4},
     ],
 }
+CPU_ONLY_STAGES = ("rs", "eval")  # the GPU tests train only
 
 
 def _free_port() -> int:
@@ -313,8 +332,19 @@ def test_two_process_run_writes_what_one_process_writes(runs):
             "rng_state_0.pth", "rng_state_1.pth"]
         assert len(list((multi / "tb" / stage).iterdir())) == 1  # one TensorBoard writer, not one per rank
     summary = json.loads((multi / "summary.json").read_text())
-    assert [(s["name"], s["status"]) for s in summary["stages"]] == [("grpo", "done"), ("sft", "done")]
+    assert [(s["name"], s["status"]) for s in summary["stages"]] == [
+        ("grpo", "done"), ("sft", "done"), ("rs", "done"), ("eval", "done")]
     assert summary["final_model"].endswith("sft/model")
+    # Rejection sampling: each rank sampled 3 of the 6 prompts; the gathered counts equal one process's.
+    stats = json.loads((multi / "rs" / "stats.json").read_text())
+    assert (stats["prompts"], stats["samples"]) == (6, 12)
+    assert stats == json.loads((single / "rs" / "stats.json").read_text()) | {
+        k: stats[k] for k in ("correct", "formatted", "accepted", "kept", "prompts_solved")}
+    rs_rows = (multi / "rs" / "data.jsonl").read_text().splitlines()
+    assert len(rs_rows) == stats["kept"]
+    # The eval stage ran once (rank 0): one row per problem.
+    items = (multi / "eval" / "items.jsonl").read_text().splitlines()
+    assert len(items) == 4 and len({json.loads(x)["key"] for x in items}) == 4
     # The tables are printed once, by rank 0.
     assert runs["multi_proc"].stdout.count("run directory:") == 1
 
@@ -359,6 +389,9 @@ def test_two_process_run_resumes_like_one(runs):
 # ---------------------------------------------------------------------------------------------- GPU paths
 
 
+GPU_RECIPE = dict(RECIPE, stages=[s for s in RECIPE["stages"] if s["name"] not in CPU_ONLY_STAGES])
+
+
 def _cuda_count() -> int:
     import torch
 
@@ -394,25 +427,25 @@ def _gpu_run(tmp_path, config: str, recipe: dict) -> Path:
 @pytest.mark.parametrize("config", ["zero2.yaml", "zero3.yaml"])
 def test_deepspeed_run_on_gpus(tmp_path, config):
     _needs("deepspeed")
-    _gpu_run(tmp_path, config, RECIPE)
+    _gpu_run(tmp_path, config, GPU_RECIPE)
 
 
 @pytest.mark.gpu
 def test_fsdp_run_on_gpus(tmp_path):
     _needs()
-    _gpu_run(tmp_path, "fsdp.yaml", RECIPE)
+    _gpu_run(tmp_path, "fsdp.yaml", GPU_RECIPE)
 
 
 @pytest.mark.gpu
 def test_ddp_run_on_gpus(tmp_path):
     _needs()
-    _gpu_run(tmp_path, "ddp.yaml", RECIPE)
+    _gpu_run(tmp_path, "ddp.yaml", GPU_RECIPE)
 
 
 @pytest.mark.gpu
 def test_vllm_colocate_grpo_on_gpus(tmp_path):
     _needs("vllm")
-    recipe = json.loads(json.dumps(RECIPE))
+    recipe = json.loads(json.dumps(GPU_RECIPE))
     recipe["stages"] = [dict(recipe["stages"][0], use_vllm=True, vllm_mode="colocate",
                              vllm_gpu_memory_utilization=0.2, vllm_tensor_parallel_size=1)]
     run_dir = _gpu_run(tmp_path, "ddp.yaml", recipe)
