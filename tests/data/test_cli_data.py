@@ -87,3 +87,11 @@ def test_make_synthetic_roundtrip(tmp_path, capsys):
 def test_make_synthetic_bad_args(tmp_path, capsys, argv, match):
     assert main(["data", "make-synthetic", *argv]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_preview_verify_uses_the_rewards_verifier(tmp_path, capsys):
+    path = _write(tmp_path / "v.jsonl", [{"problem": "a?", "answer": "\\frac{1}{2}"}, {"problem": "b?", "answer": "72"},
+                                         {"problem": "c?", "answer": "\\begin{pmatrix}"}])  # fmt: skip
+    assert main(["data", "preview", path, "--verify", "--n", "0"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2/3 references verify as equal to themselves" in out

@@ -16,10 +16,12 @@ PREVIEW_EXAMPLES = """examples:
   r1lab data preview data/math.jsonl --kind sft            # problem / solution with \\\\boxed{}
   r1lab data preview my.csv --question-col prompt --answer-col target --on-bad-row skip
   r1lab data preview openai/gsm8k --split test             # a hub dataset (needs the hub or its cache)
+  r1lab data preview ./gsm8k-snapshot --split test --verify  # a downloaded folder; check references parse
 
 Sources: builtin[:level=1|1-3|mix,n=N,seed=S,split=...], a hub name (AI-MO/NuminaMath-TIR, openai/gsm8k,
 HuggingFaceH4/MATH-500, bespokelabs/Bespoke-Stratos-17k, HuggingFaceH4/Bespoke-Stratos-17k,
-open-r1/OpenR1-Math-220k, or any org/name), or a .jsonl/.json/.csv/.parquet file.
+open-r1/OpenR1-Math-220k, or any org/name), a .jsonl/.json/.csv/.parquet file, or a folder holding
+split files (a hub snapshot with data/train-*.parquet, a save_to_disk folder, train.jsonl/test.jsonl).
 """
 
 MAKE_EXAMPLES = """examples:
@@ -86,6 +88,12 @@ def register(sub) -> None:
     preview.add_argument(
         "--on-bad-row", choices=("error", "skip"), default="error", help="stop at a bad row, or skip it"
     )
+    preview.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check each reference answer with the math verifier (r1lab.rewards): it must parse and "
+        "equal itself, or no completion can ever be scored correct on that row",
+    )
     add_column_flags(preview)
     add_common_flags(preview)
     preview.set_defaults(func=_preview)
@@ -149,6 +157,8 @@ def _preview(args: argparse.Namespace) -> int:
     levels = sorted({r.level for r in records if r.level})
     if levels:
         stats.add_row("levels", ", ".join(levels[:12]) + (" ..." if len(levels) > 12 else ""))
+    if args.verify and args.kind != "sft":
+        stats.add_row("verifier", _verify_references(records))
     stats.add_row("skipped", str(info.skipped.total))
     for reason, count in info.skipped.counts.most_common():
         stats.add_row(f"  {reason}", f"{count} (e.g. {info.skipped.examples[reason]})")
@@ -170,6 +180,21 @@ def _preview(args: argparse.Namespace) -> int:
         # Text, not a str: data may contain "[...]" that rich would read as markup.
         console.print(Panel(Text(body), title=f"row {i}", expand=False))
     return 0
+
+
+def _verify_references(records) -> str:
+    """How many references the rewards' verifier parses and judges equal to themselves."""
+    from r1lab.rewards import verify_answers
+
+    refs = [r.answer for r in records]
+    results = verify_answers(refs, refs)
+    ok = sum(v is True for v in results)
+    bad = [(refs[i], v) for i, v in enumerate(results) if v is not True]
+    text = f"{ok}/{len(refs)} references verify as equal to themselves"
+    if bad:
+        unparseable = sum(v is None for _, v in bad)
+        text += f"; {unparseable} unparseable, {len(bad) - unparseable} not self-equal (e.g. {bad[0][0]!r})"
+    return text
 
 
 def _make_synthetic(args: argparse.Namespace) -> int:
