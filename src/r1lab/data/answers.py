@@ -79,11 +79,14 @@ def reference_from_solution(text: str) -> str | None:
 
     >>> reference_from_solution(r"The sum is $\\boxed{12}$.")
     '12'
+    >>> reference_from_solution(r"<think>..</think><answer>So it is $\\boxed{7}$.</answer>")
+    '7'
     """
     for find in (after_hashes, answer_tag, last_boxed):
         found = find(text)
         if found:
-            return found
+            # An <answer> block may hold prose around a \boxed{} answer: keep just the box.
+            return (last_boxed(found) or found) if find is answer_tag else found
     return None
 
 
