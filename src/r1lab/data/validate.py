@@ -116,7 +116,13 @@ def _problem_texts(ds) -> list[str]:
 
 
 def contamination(train_ds, eval_ds) -> list[str]:
-    """Evaluation questions that also appear in the training set (normalized text match)."""
+    """Evaluation questions that also appear in the training set (normalized text match).
+
+    >>> from datasets import Dataset
+    >>> contamination(Dataset.from_dict({"problem": ["What is 2+2?"]}),
+    ...               Dataset.from_dict({"problem": ["what is 2 + 2", "What is 2-2?"]}))
+    ['what is 2 + 2']
+    """
     train = {normalize_text(t) for t in _problem_texts(train_ds)}
     return [t for t in _problem_texts(eval_ds) if normalize_text(t) in train]
 
@@ -124,13 +130,13 @@ def contamination(train_ds, eval_ds) -> list[str]:
 def warn_contamination(train_ds, eval_ds) -> int:
     """Count evaluation problems found in the training set and log a warning if any.
 
-    Matching is on :func:`r1lab.data.normalize.normalize_text` (case, spacing and punctuation
-    ignored). Works on datasets from ``load_grpo_dataset``/``load_sft_dataset``/``load_eval_dataset``.
+    Matching is on :func:`r1lab.data.normalize.normalize_text` (case, spacing and sentence
+    punctuation ignored; see :func:`contamination`). Works on datasets from
+    ``load_grpo_dataset``/``load_sft_dataset``/``load_eval_dataset``.
 
-    >>> from datasets import Dataset
-    >>> warn_contamination(Dataset.from_dict({"problem": ["What is 2+2?"]}),
-    ...                    Dataset.from_dict({"problem": ["what is 2 + 2", "What is 3+3?"]}))
-    1
+    >>> from r1lab.data import load_eval_dataset, load_grpo_dataset
+    >>> warn_contamination(load_grpo_dataset("builtin", n=100), load_eval_dataset("builtin", n=100))
+    0
     """
     overlap = contamination(train_ds, eval_ds)
     if overlap:
