@@ -135,17 +135,32 @@ def test_to_r1_trace_variants():
     assert to_r1_trace("Steps. So 4.", "4").endswith("<answer>\n4\n</answer>")
 
 
-class _Template:
-    def __init__(self, suffix):
-        self.suffix = suffix
+def _tokenizer(generation_suffix: str):
+    """A real transformers tokenizer (word-level, built in code) with a ChatML-like template."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
 
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-        return "<|user|>" + messages[0]["content"] + "<|assistant|>" + self.suffix
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>" + generation_suffix + "{% endif %}"
+    )
+    return tok
 
 
-def test_template_prefills_think():
-    assert template_prefills_think(_Template("<think>\n"))
-    assert not template_prefills_think(_Template(""))
+def test_template_prefills_think_and_stripping_gives_one_think_tag():
+    from r1lab.data import load_sft_dataset
+
+    plain, prefilling = _tokenizer(""), _tokenizer("<think>\n")
+    assert not template_prefills_think(plain)
+    assert template_prefills_think(prefilling)
+    strip = template_prefills_think(prefilling)
+    msgs = load_sft_dataset("builtin", n=1, system_prompt=None, strip_think_prefix=strip)[0]["messages"]
+    prompt = prefilling.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+    text = prompt + msgs[-1]["content"]  # what the model is trained to continue
+    assert text.count("<think>") == 1 and text.count("</think>") == 1
 
 
 def test_math500_reference_answers_pass_through_unchanged():
