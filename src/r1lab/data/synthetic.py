@@ -23,7 +23,9 @@ Splits never share a problem
     Candidates come from one seeded stream; each is assigned to ``train`` (80%), ``validation``
     (10%) or ``test`` (10%) by a hash of its *normalized* question text
     (:func:`r1lab.data.normalize.text_key`), so the same question text can only ever land in one
-    split, whatever the seed or level. Within a split, repeats are dropped.
+    split, whatever the seed or level. Within a split, repeats are dropped. A validation or test
+    row therefore costs ~8x a train row (9 in 10 candidates belong elsewhere); only kept
+    candidates get their worked solution written. Measured speeds: ``benchmarks/results/data.md``.
 
 The worked solution (the SFT target) has exactly this shape (one convention, used everywhere)::
 
