@@ -256,7 +256,9 @@ RECIPE = {
     "name": "mp",
     "model": "tiny",
     "data": "builtin",
-    "eval_n": 0,
+    "eval_n": 4,  # held-out problems measured before and after each training stage
+    "eval_max_new_tokens": 8,
+    "eval_batch_size": 4,
     "report": False,
     "stages": [
         {"name": "grpo", "kind": "grpo", "n": 16, "rewards": ["accuracy", "format"], "max_steps": 2,
@@ -342,9 +344,15 @@ def test_two_process_run_writes_what_one_process_writes(runs):
         k: stats[k] for k in ("correct", "formatted", "accepted", "kept", "prompts_solved")}
     rs_rows = (multi / "rs" / "data.jsonl").read_text().splitlines()
     assert len(rs_rows) == stats["kept"]
-    # The eval stage ran once (rank 0): one row per problem.
-    items = (multi / "eval" / "items.jsonl").read_text().splitlines()
-    assert len(items) == 4 and len({json.loads(x)["key"] for x in items}) == 4
+    # Evaluations are split over the ranks and gathered: each problem once, and on the same (untrained) model
+    # the greedy held-out numbers equal the single process's exactly.
+    for items_file in (multi / "eval" / "items.jsonl", multi / "evals" / "base" / "items.jsonl"):
+        keys = [json.loads(x)["key"] for x in items_file.read_text().splitlines()]
+        assert len(keys) == len(set(keys)) == 4
+    base = summary["base_metrics"]
+    assert base == json.loads((single / "summary.json").read_text())["base_metrics"]
+    assert base["n_items"] == 4
+    assert all(s["metrics_after"]["n_items"] == 4 for s in summary["stages"] if s["name"] != "rs")
     # The tables are printed once, by rank 0.
     assert runs["multi_proc"].stdout.count("run directory:") == 1
 
