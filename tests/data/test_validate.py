@@ -118,3 +118,14 @@ def test_check_source_before_any_model_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
     with pytest.raises(UserError, match="openai/gsm8k.*--data"):
         check_source("openai/gsm8k")  # offline in tests, and not cached
+
+
+def test_check_source_without_split_accepts_a_test_only_folder(tmp_path):
+    from r1lab.data import check_source
+
+    (tmp_path / "m500").mkdir()
+    _write(tmp_path / "m500" / "test.jsonl", [{"problem": "Q?", "answer": "\\frac{1}{2}"}])
+    check_source(str(tmp_path / "m500"))
+    check_source(str(tmp_path / "m500"), kind="eval", split="test")
+    with pytest.raises(UserError, match="no 'train' split files"):
+        check_source(str(tmp_path / "m500"), kind="grpo", split="train")

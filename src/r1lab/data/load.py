@@ -1,7 +1,7 @@
 """The public loaders: a source string in, a validated, formatted ``datasets.Dataset`` out.
 
 Source strings
-    ``"builtin"``                       the built-in task (:mod:`r1lab.data.synthetic`)
+    ``"builtin"``                       the built-in task at level 1 (:mod:`r1lab.data.synthetic`)
     ``"builtin:level=2"``               options after ``:``, comma-separated: ``level=1|1-3|mix``,
     ``"builtin:test,level=1-3,n=200"``  ``n=``, ``seed=``, ``split=`` (or a bare split name)
     ``"openai/gsm8k"``, …               a hub dataset (:mod:`r1lab.data.sources`)
@@ -20,9 +20,10 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from r1lab.data import synthetic
-from r1lab.data.files import is_data_file, read_dir, read_rows
+from r1lab.data.files import is_data_file, read_dir, read_rows, split_files
 from r1lab.data.formatting import eval_row, grpo_row, sft_row
 from r1lab.data.layouts import KINDS, Layout, Record, detect_layout, extract
 from r1lab.data.sources import known_source, load_hub_rows, looks_like_hub_id
@@ -137,8 +138,8 @@ def load_records(
     on_bad_row: str = "error",
 ) -> tuple[list[Record], DataInfo]:
     """Validated :class:`Record` s of ``source`` for ``kind`` (grpo, sft, eval; ``any`` checks only
-    the question), with a
-    :class:`DataInfo`. The loaders below format these; ``r1lab data preview`` shows them."""
+    the question) and a :class:`DataInfo`. The loaders below format these; ``r1lab data preview``
+    shows them."""
     if kind not in (*KINDS, "any"):
         raise UserError(f"unknown data kind {kind!r}; use one of {', '.join(KINDS)}")
     if n is not None and n < 0:
@@ -175,7 +176,7 @@ def load_records(
 
 
 def check_source(
-    source: str, *, kind: str | None = None, split: str = "train", columns: dict[str, str] | None = None
+    source: str, *, kind: str | None = None, split: str | None = None, columns: dict[str, str] | None = None
 ) -> None:
     """Raise :class:`UserError` now if ``source`` cannot be loaded later; cheap enough to run for
     every stage of a recipe before any model loads.
@@ -185,6 +186,9 @@ def check_source(
       has a question), so a bad row stops the run before training, not hours into it;
     * a hub name: offline, the local ``datasets`` cache must hold it; online nothing is fetched.
 
+    Pass the stage's ``kind`` (grpo, sft, eval; rs reads like grpo) and ``split`` for the full
+    check; without ``split`` a folder or hub dataset only needs one of train/test/validation.
+
     >>> check_source("builtin:level=2")
     >>> check_source("builtin:level=9")
     Traceback (most recent call last):
@@ -192,6 +196,8 @@ def check_source(
     r1lab.errors.UserError: bad built-in task level '9' (use a level 1-5, a range like 1-3, a list like 1,3, or 'mix')
     """
     spec = parse_source(source)
+    if split is None:
+        split = _first_split(spec)
     if spec.kind == "builtin":
         synthetic.canonical_split(spec.options.get("split", split))
         synthetic.parse_levels(spec.options.get("level", 1))
@@ -201,6 +207,20 @@ def check_source(
         load_records(source, kind=kind or "any", split=split, columns=columns)
     elif _hub_offline():
         load_hub_rows(spec.target, split)
+
+
+def _first_split(spec: SourceSpec) -> str:
+    """The split to check when the caller did not say: train, else whichever a folder/hub has."""
+    if spec.kind == "hub" and known_source(spec.target):
+        return known_source(spec.target).splits[0]
+    if spec.kind == "dir":
+        for name in synthetic.SPLITS:
+            try:
+                split_files(Path(spec.target), name)
+                return name
+            except UserError:
+                continue
+    return "train"
 
 
 def _hub_offline() -> bool:
