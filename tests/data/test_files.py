@@ -152,3 +152,9 @@ def test_save_to_disk_folder(tmp_path):
     assert load_grpo_dataset(str(tmp_path / "dd"))["solution"] == ["7", "1206"]
     with pytest.raises(UserError, match=r"has no 'test' split \(it has: train\)"):
         load_eval_dataset(str(tmp_path / "dd"))
+
+
+def test_existing_file_with_unknown_suffix(tmp_path):
+    (tmp_path / "rows.txt").write_text("What is 2+2? 4\n")
+    with pytest.raises(UserError, match=r"unknown data file type '\.txt'.*\.jsonl"):
+        load_grpo_dataset(str(tmp_path / "rows.txt"))

@@ -84,7 +84,7 @@ def parse_source(source: str) -> SourceSpec:
                 )
             options[key] = value
         return SourceSpec("builtin", "builtin", options)
-    if is_data_file(source):
+    if is_data_file(source) or os.path.isfile(source):  # an odd suffix gets a clear error on read
         return SourceSpec("file", source, {})
     if os.path.isdir(source):
         return SourceSpec("dir", source, {})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,10 +77,16 @@ SOURCES: dict[str, HubSource] = {
 }  # fmt: skip
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 def looks_like_hub_id(source: str) -> bool:
-    """``org/name`` with no file suffix and no such local path."""
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not os.path.exists(source) and "." not in parts[1][-8:]
+    """``org/name`` (hub naming rules) that is not a local path.
+
+    >>> looks_like_hub_id("openai/gsm8k"), looks_like_hub_id("a/b/c"), looks_like_hub_id("x")
+    (True, False, False)
+    """
+    return bool(_HUB_ID.match(source)) and not os.path.exists(source)
 
 
 def known_source(source: str) -> HubSource | None:
