@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from r1lab.data import load_eval_dataset, load_grpo_dataset, load_sft_dataset
 from r1lab.data.files import read_rows
@@ -158,3 +160,33 @@ def test_existing_file_with_unknown_suffix(tmp_path):
     (tmp_path / "rows.txt").write_text("What is 2+2? 4\n")
     with pytest.raises(UserError, match=r"unknown data file type '\.txt'.*\.jsonl"):
         load_grpo_dataset(str(tmp_path / "rows.txt"))
+
+
+_texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\u2028\u2029\x85")
+    | st.sampled_from(',"\n\t'),
+    min_size=1,
+    max_size=40,
+).filter(lambda t: t.strip() and t == t.strip())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_texts, st.integers(-(10**6), 10**6)), min_size=1, max_size=5))
+def test_every_format_round_trips(tmp_path, rows):
+    """Whatever the text (commas, quotes, newlines, Unicode), each format reads back exactly."""
+    import csv
+
+    from datasets import Dataset
+
+    records = [{"question": q, "answer": str(a)} for q, a in rows]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (tmp_path / "r.json").write_text(json.dumps(records), encoding="utf-8")
+    with open(tmp_path / "r.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["question", "answer"])
+        writer.writeheader()
+        writer.writerows(records)
+    Dataset.from_list(records).to_parquet(str(tmp_path / "r.parquet"))
+    for name in ("r.jsonl", "r.json", "r.csv", "r.parquet"):
+        ds = load_grpo_dataset(str(tmp_path / name))
+        assert ds["problem"] == [q for q, _ in rows], name
+        assert ds["solution"] == [str(a) for _, a in rows], name
