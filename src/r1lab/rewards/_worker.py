@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"
+_WARMUP = [
+    (r"6+9i", "-9"),
+    (r"\left( 3, \frac{\pi}{2} \right)", "(3, 1)"),
+    (r"(0,9) \cup (9,36)", "[1, 2)"),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "x^2 + 1"),
+    (r"120^\circ", r"\frac{2\pi}{3}"),
+    (r"x = 5", r"\sqrt{2} \pm 1"),
+    (r"\text{east}", "40_9"),
+]
 
 
 def _limit_memory() -> None:
@@ -26,6 +36,15 @@ def _limit_memory() -> None:
         pass
 
 
+class SoftTimeout(BaseException):
+    """Raised by SIGALRM inside an item; a BaseException so library ``except Exception`` blocks
+    cannot swallow it and carry on."""
+
+
+def _on_alarm(signum, frame):
+    raise SoftTimeout()
+
+
 def main() -> None:
     """Serve verification requests until stdin closes."""
     out = sys.stdout.buffer
@@ -37,14 +56,30 @@ def main() -> None:
         out.write(json.dumps(obj).encode("ascii") + b"\n")
         out.flush()
 
+    # sympy initialises lazily per kind of expression (complex numbers, tuples, intervals, matrices);
+    # paying that here, before "ready", keeps the first real items from eating their deadline.
+    for answer, reference in _WARMUP:
+        try:
+            _mv.verify_pair(answer, reference)
+        except Exception:  # pragma: no cover - warm-up is best effort
+            pass
     send({"ready": True})
+    signal.signal(signal.SIGALRM, _on_alarm)
     for line in sys.stdin.buffer:
         msg = json.loads(line)
         if msg is None:
             return
-        i, answer, reference = msg
+        i, answer, reference, soft_timeout = msg
         try:
-            result, error = _mv.verify_pair(answer, reference), None
+            # A soft deadline interrupts pure-Python sympy work without losing this warm process; the
+            # parent's hard deadline (kill + respawn) still covers work stuck in C code.
+            signal.setitimer(signal.ITIMER_REAL, max(0.01, float(soft_timeout)))
+            try:
+                result, error = _mv.verify_pair(answer, reference), None
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except SoftTimeout:
+            result, error = False, f"timed out after {soft_timeout:g}s"
         except BaseException as exc:  # MemoryError, RecursionError: report it and keep serving
             result, error = False, f"{type(exc).__name__}: {str(exc)[:200]}"
         send([i, result, error])

@@ -236,3 +236,38 @@ def plain_number(text: str | None) -> Fraction | None:
         return Fraction(num)
     except (ValueError, ZeroDivisionError):
         return None
+
+
+_FRAC_RE = re.compile(
+    r"^(?P<sign>-?)\s*\\[dt]?frac(?:\{\s*(?P<p>-?\d+)\s*\}\{\s*(?P<q>-?\d+)\s*\}|(?P<p1>\d)(?P<q1>\d))$"
+)
+_SLASH_RE = re.compile(r"^(?P<p>-?\d+)\s*/\s*(?P<q>\d+)$")
+
+
+def simple_rational(text: str | None) -> Fraction | None:
+    """The exact value of a plain number or a single integer fraction (``\\frac{3}{4}``, ``\\frac43``,
+    ``-\\dfrac{1}{2}``, ``3/4``), or None for anything else. Used to decide easy items without math-verify.
+
+    >>> simple_rational(r"-\\frac{7}{2}")
+    Fraction(-7, 2)
+    >>> simple_rational(r"$\\frac43$")
+    Fraction(4, 3)
+    >>> simple_rational(r"1\\frac{4}{5}") is None
+    True
+    """
+    value = plain_number(text)
+    if value is not None or text is None or len(text) > 100:
+        return value
+    body = text.strip()
+    if body.startswith("$") and body.endswith("$") and len(body) > 1:
+        body = body.strip("$").strip()
+    m = _FRAC_RE.match(body) or _SLASH_RE.match(body)
+    if not m:
+        return None
+    groups = m.groupdict()
+    p, q = groups.get("p") or groups.get("p1"), groups.get("q") or groups.get("q1")
+    try:
+        value = Fraction(int(p), int(q))
+    except (ZeroDivisionError, TypeError, ValueError):
+        return None
+    return -value if groups.get("sign") else value

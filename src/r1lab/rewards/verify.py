@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from r1lab.rewards.extract import plain_number, reference_answer
+from r1lab.rewards.extract import reference_answer, simple_rational
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,10 @@ MAX_VERIFY_CHARS = 2000
 # Address-space cap per worker, so a runaway sympy computation raises MemoryError instead of
 # taking the machine down.
 WORKER_MEMORY_BYTES = 4 * 1024**3
-MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"  # read by r1lab.rewards._worker
+MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"
+# Workers interrupt themselves at this fraction of the deadline (no respawn needed); the parent kills
+# a worker only when it misses the full deadline (stuck in C code).
+SOFT_TIMEOUT_FRACTION = 0.8  # read by r1lab.rewards._worker
 
 
 def default_workers() -> int:
@@ -153,13 +156,14 @@ class VerifierPool:
         with self._lock:
             self._ensure_started()
             todo = list(range(len(pairs)))[::-1]
+            soft = timeout * SOFT_TIMEOUT_FRACTION
             errors: list[str] = []
             while todo or any(w.task is not None for w in self._workers):
                 for w in list(self._workers):
                     if todo and w.ready and w.task is None:
                         i = todo.pop()
                         try:
-                            w.send([i, pairs[i][0], pairs[i][1]])
+                            w.send([i, pairs[i][0], pairs[i][1], soft])
                         except (OSError, ValueError):
                             todo.append(i)
                             self._replace(w)
@@ -186,6 +190,7 @@ class VerifierPool:
                     results[i] = result
                     if error:
                         errors.append(f"item {i}: {error}")
+                        self.n_timeouts += error.startswith("timed out")
                     w.task = None
                 now = time.monotonic()
                 for w in list(self._workers):
@@ -264,6 +269,18 @@ class _ResultCache:
 
 
 _CACHE = _ResultCache()
+# References math-verify has parsed (so an answer with the same text is equal without asking it).
+_KNOWN_REFS = _ResultCache(50_000)
+
+
+def clear_caches() -> None:
+    """Forget cached verdicts and known references (benchmarks, tests)."""
+    _CACHE.clear()
+    _KNOWN_REFS.clear()
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
 
 
 def _clean(text: str) -> str:
@@ -301,18 +318,23 @@ def verify_answers(
             results[i] = None
             continue
         ans = None if ans is None else _clean(str(ans)).strip()
-        ref_num = plain_number(ref_text)
+        ref_num = simple_rational(ref_text)
         if ref_num is not None:
-            # Fast path: a plain-number reference needs math-verify only for a LaTeX-ish answer.
+            # Fast path: a plain-number or integer-fraction reference needs math-verify only for a
+            # LaTeX-ish answer; two exact values are compared exactly.
             if not ans:
                 results[i] = False
                 continue
-            ans_num = plain_number(ans)
+            ans_num = simple_rational(ans)
             if ans_num is not None:
                 results[i] = ans_num == ref_num
                 continue
         if ans is not None and len(ans) > MAX_VERIFY_CHARS:
             ans = None  # still sent, so an unparseable reference gives None rather than False
+        if ans is not None and _KNOWN_REFS.get(ref_text) is True and _squash(ans) == _squash(ref_text):
+            # The same text as a reference math-verify has already parsed: equal, no need to ask.
+            results[i] = True
+            continue
         key = (ans, ref_text)
         cached = _CACHE.get(key)
         if cached is not KeyError:
@@ -328,4 +350,6 @@ def verify_answers(
         for i, key in zip(pending, pending_pairs, strict=True):
             results[i] = verdicts[key]
             _CACHE.put(key, verdicts[key])
+            if verdicts[key] is not None:
+                _KNOWN_REFS.put(key[1], True)
     return results
