@@ -1,0 +1,149 @@
+"""Evaluation speed: the seed's approach (one ``generate`` per question) against ``r1lab.evaluate``.
+
+Same model, same problems, same token budget, greedy decoding, in one process run:
+
+- **seed**: the model loaded as the seed did (default fp32), each question rendered with the chat template
+  and passed alone to ``model.generate`` (batch 1), then judged;
+- **r1lab, fp32**: ``evaluate`` on the same fp32 model (batched, length-sorted, left-padded, KV cache), to
+  separate what batching gives from what the dtype gives;
+- **r1lab**: ``evaluate`` as ``r1lab eval`` runs it (``load_model`` picks bf16 on CPUs with native bf16).
+
+Wall time covers generation and judging, not model loading. Writes ``benchmarks/results/eval.json`` and
+``eval.md`` with the machine description.
+
+Environment knobs: ``R1LAB_BENCH_EVAL_MODEL`` (default ``smollm2-135m``), ``R1LAB_BENCH_EVAL_N`` (problems,
+default 16), ``R1LAB_BENCH_EVAL_TOKENS`` (max new tokens, default 128), ``R1LAB_BENCH_EVAL_BATCH`` (default 16).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from benchmarks.machine import describe_machine
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def seed_style_eval(model, tokenizer, dataset, max_new_tokens: int) -> dict:
+    """One ``generate`` call per question, batch 1, as the seed's inference test did."""
+    import torch
+
+    from r1lab.rewards import judge
+
+    texts, n_tokens = [], 0
+    t0 = time.perf_counter()
+    for row in dataset:
+        prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = out[0, inputs["input_ids"].shape[1] :]
+        n_tokens += int(new.shape[0])
+        texts.append(tokenizer.decode(new, skip_special_tokens=True))
+    verdicts = judge(texts, [str(r["solution"]) for r in dataset])
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "new_tokens": n_tokens,
+        "pass@1": sum(bool(v.correct) for v in verdicts) / len(verdicts),
+    }
+
+
+def ours(pair, dataset, max_new_tokens: int, batch_size: int) -> dict:
+    from r1lab.evaluate import evaluate
+
+    t0 = time.perf_counter()
+    s = evaluate(pair, dataset, max_new_tokens=max_new_tokens, batch_size=batch_size, backend="hf")
+    return {"seconds": time.perf_counter() - t0, "new_tokens": s["new_tokens"], "pass@1": s["pass@1"]}
+
+
+def main() -> dict:
+    """Run the comparison, print a table, write the results."""
+    import torch
+
+    from r1lab.data import load_eval_dataset
+    from r1lab.inference import generate
+    from r1lab.io import atomic_write_json, atomic_write_text
+    from r1lab.models import load_model
+    from r1lab.rewards import judge
+
+    spec = os.environ.get("R1LAB_BENCH_EVAL_MODEL", "smollm2-135m")
+    n = int(os.environ.get("R1LAB_BENCH_EVAL_N", "16"))
+    max_new = int(os.environ.get("R1LAB_BENCH_EVAL_TOKENS", "128"))
+    batch = int(os.environ.get("R1LAB_BENCH_EVAL_BATCH", "16"))
+    dataset = load_eval_dataset("builtin", split="test", n=n)
+
+    fp32 = load_model(spec, dtype="float32")
+    auto = load_model(spec)
+    # Warm-ups outside the timed region: the verifier's worker processes start on first use, and the
+    # first forward pass of a model pays one-off allocation costs. Neither belongs to either approach.
+    judge(["<answer>1</answer>"], ["1"])
+    for model, tok in (fp32, auto):
+        generate(model, tok, [dataset[0]["prompt"]], max_new_tokens=2)
+    rows = {"seed (batch 1, fp32)": seed_style_eval(*fp32, dataset, max_new)}
+    rows[f"r1lab (batch {batch}, fp32)"] = ours(fp32, dataset, max_new, batch)
+    if auto[0].dtype != torch.float32:  # what `r1lab eval` loads by default (bf16 on bf16-capable CPUs)
+        label = f"r1lab (batch {batch}, {str(auto[0].dtype).removeprefix('torch.')})"
+        rows[label] = ours(auto, dataset, max_new, batch)
+    base = rows["seed (batch 1, fp32)"]["seconds"]
+    for r in rows.values():
+        r["speedup"] = base / r["seconds"]
+        r["tokens_per_second"] = r["new_tokens"] / r["seconds"]
+        r["seconds_per_problem"] = r["seconds"] / n
+
+    header = f"{'approach':28} {'seconds':>8} {'s/problem':>9} {'new tok':>8} {'tok/s':>7} {'pass@1':>7} {'speedup':>8}"
+    lines = [header, "-" * len(header)]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:28} {r['seconds']:8.1f} {r['seconds_per_problem']:9.2f} {r['new_tokens']:8d} "
+            f"{r['tokens_per_second']:7.1f} {r['pass@1']:7.3f} {r['speedup']:7.1f}x"
+        )
+    table = "\n".join(lines)
+    print(table)
+
+    machine = describe_machine()
+    machine["torch_threads"] = torch.get_num_threads()
+    try:
+        machine["load_average_at_end"] = os.getloadavg()
+    except OSError:  # pragma: no cover
+        pass
+    result = {
+        "benchmark": "eval",
+        "model": spec,
+        "problems": n,
+        "max_new_tokens": max_new,
+        "batch_size": batch,
+        "decoding": "greedy",
+        "machine": machine,
+        "results": rows,
+        "speedup": max(r["speedup"] for r in rows.values()),
+        "goal": ">= 8x the seed's one-generate-per-question approach",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(RESULTS / "eval.json", result)
+    md = (
+        f"# Evaluation speed: seed approach vs r1lab.evaluate\n\n"
+        f"Model `{spec}`, {n} built-in test problems, greedy, max {max_new} new tokens, "
+        f"batch size {batch}. Wall time of generation + judging (model loading excluded).\n\n"
+        f"```\n{table}\n```\n\n"
+        f"Machine: {machine}\n\n"
+        "The machine is shared with other jobs; the load average at the end is recorded above. All three rows "
+        "ran in the same process, one after another. Token counts differ between rows because a batch runs "
+        "until its longest member stops, and bf16 greedy decoding can pick different tokens than fp32.\n"
+    )
+    atomic_write_text(RESULTS / "eval.md", md)
+    return result
+
+
+if __name__ == "__main__":
+    main()
