@@ -84,6 +84,47 @@ def test_launched_world_size_reads_the_launcher_env(monkeypatch):
     assert dist.launched_world_size() == 1
 
 
+HELPERS_SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+from r1lab import distributed as dist
+
+out = Path(sys.argv[1])
+rank, n = dist.process_index(), dist.num_processes()
+order = out / "order.txt"
+with dist.main_process_first():  # rank 0's block ends before rank 1's starts
+    if rank == 0:
+        time.sleep(0.5)
+    with open(order, "a") as f:
+        f.write(f"{rank}\\n")
+share = dist.shard(list(range(7)))
+metrics = dist.gather_metrics({"acc": sum(share) / len(share), "n": len(share), "rank": f"r{rank}"},
+                              weight_key="n")
+total = dist.gather_metrics({"items": len(share)}, reduce="sum")
+everyone = dist.gather_objects(share)
+dist.wait_for_everyone()
+if dist.is_main_process():
+    (out / "result.json").write_text(json.dumps({"n": n, "metrics": metrics, "total": total, "all": everyone}))
+dist.shutdown()
+"""
+
+
+def test_helpers_across_two_real_processes(tmp_path):
+    script = tmp_path / "helpers.py"
+    script.write_text(HELPERS_SCRIPT)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
+           "--main_process_port", str(_free_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "order.txt").read_text().split() == ["0", "1"]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["n"] == 2
+    assert result["all"] == [[0, 1, 2, 3], [4, 5, 6]]  # rank order, every item once
+    # Weighted by each rank's count: the mean of 0..6 (3.0), not the mean of the ranks' means (3.25).
+    assert result["metrics"] == {"acc": 3.0, "n": 7, "rank": "r0"}
+    assert result["total"] == {"items": 7}
+
+
 # ---------------------------------------------------------------------------------------------- vLLM
 
 
