@@ -222,12 +222,16 @@ _SCENARIO_NAMES = tuple(SCENARIOS)
 
 DISTRACTORS = (
     "{other} has {d} {things}.",
-    "{name}'s {relative} is {d} years old.",
+    "{name}'s {relative} is {age} years old.",
     "The shop is {d} minutes away.",
     "It is {d} degrees outside.",
     "{name} also has {d} {things}.",
 )
-RELATIVES = ("sister", "brother", "cousin", "uncle", "aunt", "grandmother")
+# (relative, youngest, oldest): a distractor should still be a plausible sentence.
+RELATIVES = (
+    ("sister", 3, 30), ("brother", 3, 30), ("cousin", 4, 35), ("uncle", 28, 65), ("aunt", 28, 65),
+    ("grandmother", 58, 95),
+)  # fmt: skip
 
 # Trace lines per operation: name the step, then do it with explicit arithmetic.
 _TRACE = {
@@ -367,7 +371,8 @@ def _make_one(rng: random.Random, level: int) -> tuple[str, tuple]:
             ctx["other"] = _ALL_NAMES[int(rnd() * len(_ALL_NAMES))]
             ctx["d"] = 2 + int(rnd() * 59)
             ctx["things"] = OTHER_THINGS[int(rnd() * len(OTHER_THINGS))]
-            ctx["relative"] = RELATIVES[int(rnd() * len(RELATIVES))]
+            ctx["relative"], young, old = RELATIVES[int(rnd() * len(RELATIVES))]
+            ctx["age"] = young + int(rnd() * (old - young + 1))
             d = template.format_map(ctx)
             # Never first (the story needs its opening); the question always comes last.
             sentences.insert(1 + int(rnd() * len(sentences)), d)
