@@ -66,3 +66,14 @@ def test_default_sizes():
 def test_bad_builtin_source(bad):
     with pytest.raises(UserError):
         load_grpo_dataset(bad, n=1)
+
+
+def test_builtin_traces_earn_full_rewards():
+    """The SFT targets are what GRPO rewards: correct answer, strict format, tags counted once."""
+    from r1lab.rewards import get_reward_funcs
+
+    sft = load_sft_dataset("builtin:level=mix", n=40)
+    completions = [row["messages"][-1]["content"] for row in sft]
+    solutions = load_grpo_dataset("builtin:level=mix", n=40)["solution"]
+    for fn in get_reward_funcs(["accuracy_strict", "format", "tag_count"]):
+        assert fn(completions, solution=solutions) == [1.0] * 40, fn.__name__
