@@ -87,7 +87,9 @@ def _as_list(v) -> list[str]:
 
 def tensorboard_callback(run_dir: Path, stage: StageConfig):
     """A TensorBoard callback writing to ``runs/<name>/tb/<stage>`` (None if tensorboard is missing)."""
-    if not wants_tensorboard(stage):
+    from r1lab.distributed import is_main_process
+
+    if not wants_tensorboard(stage) or not is_main_process():  # one writer: rank 0 (its logs are global)
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -115,15 +117,24 @@ def load_for_training(spec: str, run: RunConfig):
 
 def save_final_model(trainer, tokenizer, final_dir: str | Path) -> Path:
     """Write the trained model + tokenizer to ``final_dir`` atomically (a plain HF checkpoint: LoRA adapters
-    are merged so transformers and vLLM load it directly). Only the main process writes."""
+    are merged so transformers and vLLM load it directly). Only the main process writes.
+
+    Call it on every process: under DeepSpeed ZeRO-3 / FSDP gathering the full weights is collective, and the
+    closing barrier keeps other processes from loading the model (next stage) before it is on disk."""
+    from r1lab.distributed import wait_for_everyone
+
     final_dir = Path(final_dir)
-    if not trainer.is_world_process_zero():
-        return final_dir
-    model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
-    if hasattr(model, "merge_and_unload"):  # a PEFT model
-        model = model.merge_and_unload()
-    with atomic_dir(final_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    log.info("saved %s", final_dir)
+    accelerator = getattr(trainer, "accelerator", None)
+    model = accelerator.unwrap_model(trainer.model) if accelerator is not None else trainer.model
+    state_dict = None
+    if accelerator is not None and not hasattr(model, "merge_and_unload") and accelerator.num_processes > 1:
+        state_dict = accelerator.get_state_dict(trainer.model)  # collective; full weights on rank 0
+    if trainer.is_world_process_zero():
+        if hasattr(model, "merge_and_unload"):  # a PEFT model (replicated weights: DDP / ZeRO-2)
+            model = model.merge_and_unload()
+        with atomic_dir(final_dir) as tmp:
+            model.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+        log.info("saved %s", final_dir)
+    wait_for_everyone()
     return final_dir

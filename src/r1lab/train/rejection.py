@@ -51,28 +51,39 @@ def select_accepted(prompts: list[list[dict]], samples: list[list[str]], solutio
 def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path) -> dict:
     """Generate, judge, filter and write ``stage_dir/data.jsonl``; returns stats (prompts, samples, kept).
 
-    Only the main process generates and writes (the stage is cheap next to training).
+    Under ``accelerate launch`` every process samples its share of the prompts; the main process gathers the
+    accepted rows and the counts, and writes the files.
     """
     from r1lab.data import load_grpo_dataset
+    from r1lab.distributed import (
+        gather_metrics,
+        gather_objects,
+        is_main_process,
+        main_process_first,
+        shard,
+        wait_for_everyone,
+    )
     from r1lab.inference import generate
     from r1lab.models import load_model
     from r1lab.rewards import judge
 
     stage_dir = Path(stage_dir)
-    ds = load_grpo_dataset(stage.data or run.data, split=stage.split, n=stage.n,
-                           system_prompt=run.system_prompt, seed=run.seed)
+    with main_process_first():
+        ds = load_grpo_dataset(stage.data or run.data, split=stage.split, n=stage.n,
+                               system_prompt=run.system_prompt, seed=run.seed)
     model, tokenizer = load_model(model_spec, dtype=run.dtype, device=run.device,
                                   trust_remote_code=run.trust_remote_code)
-    prompts = [list(p) for p in ds["prompt"]]
-    solutions = [str(s) for s in ds["solution"]]
+    prompts = shard([list(p) for p in ds["prompt"]])
+    solutions = shard([str(s) for s in ds["solution"]])
     temperature = 1.0 if stage.temperature is None else stage.temperature
     log.info("%s: sampling %d x %d completions", stage.name, len(prompts), stage.num_samples)
     outputs = generate(model, tokenizer, prompts, n_samples=stage.num_samples, temperature=temperature,
-                       max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size, seed=run.seed)
+                       max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size,
+                       seed=run.seed) if prompts else []
     samples = [[c.text for c in comps] for comps in outputs]
     flat_texts = [t for texts in samples for t in texts]
     flat_refs = [solutions[i] for i, texts in enumerate(samples) for _ in texts]
-    flat = judge(flat_texts, flat_refs)
+    flat = judge(flat_texts, flat_refs) if flat_texts else []
     verdicts, pos = [], 0
     for texts in samples:
         verdicts.append(flat[pos:pos + len(texts)])
@@ -87,8 +98,12 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
         "kept": len(rows),
         "prompts_solved": len({r["messages"][-2]["content"] for r in rows}),
     }
-    write_jsonl(stage_dir / "data.jsonl", rows)
-    atomic_write_json(stage_dir / "stats.json", stats)
+    rows = [r for part in gather_objects(rows) for r in part]  # rank order = the dataset's order
+    stats = gather_metrics(stats, reduce="sum")  # counts over every process's share
+    if is_main_process():
+        write_jsonl(stage_dir / "data.jsonl", rows)
+        atomic_write_json(stage_dir / "stats.json", stats)
+    wait_for_everyone()
     log.info("%s: kept %d of %d samples (%d correct, %d formatted)", stage.name, stats["kept"],
              stats["samples"], stats["correct"], stats["formatted"])
     return stats

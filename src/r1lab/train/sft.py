@@ -58,8 +58,8 @@ def sft_dataset(stage: StageConfig, run: RunConfig):
     return ds.map(to_prompt_completion, remove_columns=ds.column_names)
 
 
-def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, dataset=None) -> Path:
-    """Fine-tune ``model_spec`` (the previous stage's output) on the stage's traces; returns the model dir."""
+def build_sft_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, dataset=None):
+    """A ready ``SFTTrainer`` for the stage (with r1lab's callbacks) and its tokenizer."""
     from trl import SFTTrainer
 
     stage_dir = Path(stage_dir)
@@ -67,16 +67,23 @@ def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: P
     dataset = sft_dataset(stage, run) if dataset is None else dataset
     args = build_trl_args(stage, run, stage_dir / "checkpoints")
     model, tokenizer = load_for_training(model_spec, run)
-    runlog = RunLog(run_dir, stage.name)
-    callbacks = [runlog, CompleteCheckpoints()]
+    callbacks = [RunLog(run_dir, stage.name), CompleteCheckpoints()]
     tb = tensorboard_callback(run_dir, stage)
     if tb is not None:
         callbacks.append(tb)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=callbacks)
+    return trainer, tokenizer
+
+
+def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, dataset=None) -> Path:
+    """Fine-tune ``model_spec`` (the previous stage's output) on the stage's traces, resuming from the last
+    complete checkpoint; returns ``stage_dir/model``."""
+    stage_dir = Path(stage_dir)
+    trainer, tokenizer = build_sft_trainer(stage, run, model_spec=model_spec, stage_dir=stage_dir, dataset=dataset)
     resume = find_resume_checkpoint(stage_dir / "checkpoints")
     if resume:
         log.info("%s: resuming from %s", stage.name, resume)
-    log.info("%s: SFT on %d examples, %s steps", stage.name, len(dataset), args.max_steps)
+    log.info("%s: SFT on %d examples, %s steps", stage.name, len(trainer.train_dataset), trainer.args.max_steps)
     trainer.train(resume_from_checkpoint=resume)
     return save_final_model(trainer, tokenizer, stage_dir / "model")

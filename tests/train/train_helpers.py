@@ -1,0 +1,19 @@
+"""Small datasets built from the built-in task, for the training tests."""
+
+import datasets
+
+from r1lab.data.formatting import grpo_row, sft_row
+from r1lab.data.synthetic import make_problems
+
+
+def grpo_rows(n: int, *, level: int = 1, split: str = "train") -> datasets.Dataset:
+    probs = make_problems(n, level=level, seed=0, split=split)
+    return datasets.Dataset.from_list([grpo_row(p["problem"], p["answer"], None) for p in probs])
+
+
+def sft_rows(n: int, *, level: int = 1) -> datasets.Dataset:
+    from r1lab.train.sft import to_prompt_completion
+
+    probs = make_problems(n, level=level, seed=0, split="train")
+    ds = datasets.Dataset.from_list([sft_row(p["problem"], p["solution"], None) for p in probs])
+    return ds.map(to_prompt_completion, remove_columns=["messages"])
