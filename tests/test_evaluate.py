@@ -171,6 +171,23 @@ def test_resume_refuses_a_directory_written_with_other_settings(monkeypatch, tmp
         ev.evaluate("scripted", dataset(), n_samples=2, temperature=0.7, max_new_tokens=99, out_dir=tmp_path)
 
 
+def test_a_model_retrained_in_place_is_not_resumed_and_fresh_starts_over(monkeypatch, tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"old weights")
+    out = tmp_path / "eval"
+    monkeypatch.setattr(ev, "_hf_batches", Scripted(REPLIES))
+    ev.evaluate(str(model_dir), dataset(), out_dir=out)
+    (model_dir / "model.safetensors").write_bytes(b"new weights, longer")
+    with pytest.raises(UserError, match=r"different settings \(model\).*--fresh"):
+        ev.evaluate(str(model_dir), dataset(), out_dir=out)
+    again = Scripted(REPLIES)
+    monkeypatch.setattr(ev, "_hf_batches", again)
+    summary = ev.evaluate(str(model_dir), dataset(), out_dir=out, fresh=True)
+    assert len(again.asked) == 3 and summary["n_resumed"] == 0
+    assert len(list(read_jsonl(out / "items.jsonl"))) == 3
+
+
 def test_bad_input_is_a_user_error(monkeypatch):
     monkeypatch.setattr(ev, "_hf_batches", Scripted(REPLIES))
     with pytest.raises(UserError, match="k=5 must be between 1 and the number of samples"):

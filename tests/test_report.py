@@ -113,6 +113,7 @@ def test_full_run_report_has_every_section_and_valid_images(tmp_path):
     ):
         assert text in html
     assert "<td>0.4</td>" in html  # pass@1 after grpo, in the eval table
+    assert '<tr><td class="l">sft (after)</td><td>0.5</td>' in html
 
 
 def test_report_escapes_completions_and_config(tmp_path):

@@ -287,23 +287,34 @@ def _judge(texts: list[str], references: list[str]):
     return judge(texts, references)
 
 
-def _config_fingerprint(model_or_pair, **settings) -> dict[str, Any]:
-    model = model_or_pair if isinstance(model_or_pair, str) else type(model_or_pair[0]).__name__
-    return {"model": model, **settings}
+def _model_identity(model_or_pair) -> str:
+    """The model spec, plus a fingerprint of the weight files when it is a local directory, so a
+    model retrained in place (same path, new weights) does not resume from the old model's items."""
+    if not isinstance(model_or_pair, str):
+        model = model_or_pair[0]
+        return f"<{type(model).__name__}, {sum(p.numel() for p in model.parameters())} parameters>"
+    path = Path(model_or_pair).expanduser()
+    if not path.is_dir():
+        return model_or_pair
+    files = sorted(f for pattern in ("*.safetensors", "*.bin") for f in path.glob(pattern))
+    stamp = "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return f"{model_or_pair}#{hashlib.sha1(stamp.encode()).hexdigest()[:12]}"
 
 
-def _check_resume(out: Path, config: dict) -> None:
+def _check_resume(out: Path, config: dict, fresh: bool) -> None:
     path = out / CONFIG_FILE
-    if path.exists():
+    if path.exists() and not fresh:
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != config:
             diff = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
             raise UserError(
                 f"{out} holds an evaluation with different settings ({', '.join(diff)})",
-                hint="use another --out directory, or delete this one to start over",
+                hint="use another --out directory, or --fresh to replace it",
             )
-    else:
-        atomic_write_json(path, config)
+        return
+    (out / ITEMS_FILE).unlink(missing_ok=True)
+    (out / SUMMARY_FILE).unlink(missing_ok=True)
+    atomic_write_json(path, config)
 
 
 def evaluate(
@@ -319,6 +330,7 @@ def evaluate(
     backend: str = "auto",
     seed: int = 0,
     limit: int | None = None,
+    fresh: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model on a math dataset; returns the summary dict.
@@ -331,7 +343,9 @@ def evaluate(
         n_samples: completions per problem; ``k`` (default ``n_samples``) for pass@k and maj@k.
         temperature: 0 = greedy. Sampling (> 0) is needed for pass@k with k > 1 to mean anything.
         max_new_tokens, batch_size, seed: generation settings (``batch_size`` counts sequences).
-        out_dir: where ``items.jsonl`` and ``summary.json`` go; a rerun here resumes.
+        out_dir: where ``items.jsonl`` and ``summary.json`` go; a rerun here with the same model
+            and settings resumes (different ones raise :class:`UserError`).
+        fresh: discard results already in ``out_dir`` instead of resuming.
         backend: ``"hf"``, ``"vllm"`` or ``"auto"``.
         limit: evaluate only the first ``limit`` problems.
         on_progress: called with ``(items_done, items_total)`` after each batch.
@@ -365,14 +379,14 @@ def evaluate(
     done: dict[str, dict] = {}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        config = _config_fingerprint(
-            model_spec_or_pair,
-            n_samples=n_samples,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-        )
-        _check_resume(out, config)
+        config = {
+            "model": _model_identity(model_spec_or_pair),
+            "n_samples": n_samples,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+        }
+        _check_resume(out, config, fresh)
         if (out / ITEMS_FILE).exists():
             wanted = set(keys)
             done = {r["key"]: r for r in read_jsonl(out / ITEMS_FILE) if r.get("key") in wanted}

@@ -50,7 +50,20 @@ REFLECTION_PHRASES = (
     "let me re",
 )
 
-EVAL_KEYS = ("pass@1", "format_rate", "mean_completion_tokens", "truncation_rate")
+EVAL_KEYS = ("pass@1", "format_rate", "mean_completion_tokens", "truncation_rate", "n_items")
+# The pipeline stores pass@1 as "accuracy" in metrics_before/after; either name is read.
+ALIASES = {"pass@1": ("pass@1", "accuracy")}
+
+
+def eval_value(metrics: Any, key: str) -> Any:
+    """``metrics[key]`` trying the key's aliases (``pass@1`` is also read as ``accuracy``).
+
+    >>> eval_value({"accuracy": 0.5}, "pass@1")
+    0.5
+    """
+    if not isinstance(metrics, dict):
+        return None
+    return next((metrics[k] for k in ALIASES.get(key, (key,)) if metrics.get(k) is not None), None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,8 +248,8 @@ def eval_bar_plot(stages: list[dict], key: str = "pass@1") -> str | None:
     rows = [
         (
             s.get("name", "?"),
-            _number((s.get("metrics_before") or {}).get(key)),
-            _number((s.get("metrics_after") or {}).get(key)),
+            _number(eval_value(s.get("metrics_before"), key)),
+            _number(eval_value(s.get("metrics_after"), key)),
         )
         for s in stages
     ]
@@ -377,7 +390,7 @@ def _eval_table(stages: list[dict]) -> str:
                 rows.append(
                     [
                         f"{s.get('name', '?')} ({when.removeprefix('metrics_')})",
-                        *(m.get(k) for k in EVAL_KEYS),
+                        *(eval_value(m, k) for k in EVAL_KEYS),
                     ]
                 )
     return _table(["stage", *EVAL_KEYS], rows) if rows else ""

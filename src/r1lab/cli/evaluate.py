@@ -64,6 +64,9 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out", default=None, help="output directory (default: runs/eval/<model>-<data>)")
+    p.add_argument(
+        "--fresh", action="store_true", help="discard earlier results in --out instead of resuming"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     add_common_flags(p)
     p.set_defaults(func=run_eval)
@@ -88,21 +91,19 @@ def summary_table(summary: dict, title: str = "evaluation"):
     from rich.table import Table
 
     k = summary["k"]
-    cols = [
-        "pass@1",
-        f"pass@{k}",
-        f"maj@{k}",
-        "format_rate",
-        "mean_completion_tokens",
-        "truncation_rate",
-        "n_items",
-    ]
+    cols = {"pass@1": "pass@1", f"pass@{k}": f"pass@{k}", f"maj@{k}": f"maj@{k}"}  # dict: no repeat when k=1
+    cols.update(
+        {
+            "format_rate": "format",
+            "mean_completion_tokens": "tokens",
+            "truncation_rate": "truncated",
+            "n_items": "n",
+        }
+    )
     table = Table(title=title)
-    table.add_column("group")
-    for c in cols:
-        table.add_column(
-            c.replace("mean_completion_tokens", "mean tokens").replace("_", " "), justify="right"
-        )
+    table.add_column("group", overflow="fold")
+    for label in cols.values():
+        table.add_column(label, justify="right", no_wrap=True)
 
     def fmt(v):
         if v is None:
@@ -177,6 +178,7 @@ def run_eval(args: argparse.Namespace) -> int:
             out_dir=out,
             backend=args.backend,
             seed=args.seed,
+            fresh=args.fresh,
             on_progress=lambda done, total: progress.update(task, completed=done),
         )
     if args.json:
