@@ -132,6 +132,10 @@ def test_last_boxed_recovers_nested_content(before, inner, after):
 
 def test_to_r1_trace_variants():
     assert to_r1_trace("<think>a</think><answer>1</answer>") == "<think>a</think><answer>1</answer>"
+    r1_generation = "<think>\nLet me see. x=2.\n</think>\n\nThe answer is $\\boxed{2}$."
+    assert to_r1_trace(r1_generation) == (
+        "<think>\nLet me see. x=2.\n</think>\n<answer>\nThe answer is $\\boxed{2}$.\n</answer>"
+    )
     assert to_r1_trace("Steps. So 4.", "4").endswith("<answer>\n4\n</answer>")
 
 

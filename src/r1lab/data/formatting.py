@@ -77,7 +77,9 @@ def sft_row(problem: str, trace: str, system_prompt: str | None, *, strip_think_
 def to_r1_trace(text: str, answer: str | None = None) -> str:
     """An assistant target in R1 form (``<think>…</think>`` then ``<answer>…</answer>``).
 
-    * already has ``<think>``: kept as is;
+    * already has ``<think>`` and ``<answer>``: kept as is;
+    * ``<think>…</think>`` then free text (DeepSeek-R1 generations, OpenR1-Math): the text after
+      ``</think>`` goes into the ``<answer>`` block, so every target has the format the rewards check;
     * Bespoke-Stratos markers (``<|begin_of_thought|>`` …): mapped onto the R1 tags;
     * a plain worked solution: wrapped, with the answer (``answer``, else its last ``\\boxed{}``)
       in the ``<answer>`` block, using the built-in task's whitespace convention.
@@ -89,9 +91,14 @@ def to_r1_trace(text: str, answer: str | None = None) -> str:
     <answer>
     5
     </answer>
+    >>> to_r1_trace("<think>\\nx=2\\n</think>\\n\\nSo $\\\\boxed{2}$.")
+    '<think>\\nx=2\\n</think>\\n<answer>\\nSo $\\\\boxed{2}$.\\n</answer>'
     """
     if "<think>" in text:
-        return text
+        if "<answer>" in text or "</think>" not in text:
+            return text
+        thought, _, rest = text.partition("</think>")
+        return thought.rstrip() + "\n</think>\n<answer>\n" + rest.strip() + "\n</answer>"
     if "<|begin_of_thought|>" in text:
         for old, new in _BESPOKE:
             text = text.replace(old, new)
