@@ -200,8 +200,12 @@ def _execute(run, *, dry_run: bool, only: list[str] | None = None) -> int:
         check(run)
         console.print(yaml.safe_dump(run.to_dict(), sort_keys=False), markup=False, highlight=False)
         return 0
+    from r1lab import distributed
+
     summary = run_pipeline(run, only=only)
-    for table in summary_tables(summary):
-        console.print(table)
-    console.print(f"run directory: {run.run_dir}", markup=False, highlight=False)
+    if distributed.is_main_process():  # one copy of the tables under accelerate launch
+        for table in summary_tables(summary):
+            console.print(table)
+        console.print(f"run directory: {run.run_dir}", markup=False, highlight=False)
+    distributed.shutdown()  # else gloo/nccl abort at exit and the launcher reports a failure
     return 0
