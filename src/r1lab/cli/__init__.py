@@ -71,9 +71,19 @@ def setup_logging(debug: bool) -> None:
         handlers=[RichHandler(show_path=debug, rich_tracebacks=debug, markup=False)],
         force=True,
     )
+    if not debug and _launched_rank() > 0:  # under accelerate launch: rank 0 tells the story, once
+        logging.getLogger().setLevel(logging.WARNING)
     if not debug:
         for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "torch", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _launched_rank() -> int:
+    """This process's global rank under a launcher (torchrun / accelerate launch), else 0."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
