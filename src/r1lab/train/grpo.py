@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from r1lab.config import RunConfig, StageConfig
+from r1lab.distributed import main_process_first
 from r1lab.train.callbacks import CompleteCheckpoints, RunLog, SolutionLogger, find_resume_checkpoint
 from r1lab.train.common import build_trl_args, load_for_training, save_final_model, tensorboard_callback
 
@@ -43,7 +44,9 @@ def build_grpo_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, s
 
     stage_dir = Path(stage_dir)
     run_dir = run.run_dir
-    dataset = grpo_dataset(stage, run) if dataset is None else dataset
+    if dataset is None:
+        with main_process_first():  # rank 0 fills the datasets cache, the others read it
+            dataset = grpo_dataset(stage, run)
     reward_funcs = list(grpo_rewards(stage) if reward_funcs is None else reward_funcs)
     if not isinstance(reward_funcs[0], SolutionLogger):
         reward_funcs[0] = SolutionLogger(reward_funcs[0])

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from r1lab.config import RunConfig, StageConfig
+from r1lab.distributed import main_process_first
 from r1lab.errors import UserError
 from r1lab.train.callbacks import CompleteCheckpoints, RunLog, find_resume_checkpoint
 from r1lab.train.common import build_trl_args, load_for_training, save_final_model, tensorboard_callback
@@ -64,7 +65,9 @@ def build_sft_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, st
 
     stage_dir = Path(stage_dir)
     run_dir = run.run_dir
-    dataset = sft_dataset(stage, run) if dataset is None else dataset
+    if dataset is None:
+        with main_process_first():  # rank 0 fills the datasets cache, the others read it
+            dataset = sft_dataset(stage, run)
     args = build_trl_args(stage, run, stage_dir / "checkpoints")
     model, tokenizer = load_for_training(model_spec, run)
     callbacks = [RunLog(run_dir, stage.name), CompleteCheckpoints()]
