@@ -13,7 +13,7 @@ PREVIEW_EXAMPLES = """examples:
   r1lab data preview builtin --n 3                         # the built-in task (train split)
   r1lab data preview builtin:level=3 --split test --kind eval
   r1lab data preview data/gsm8k_train.jsonl                # question / answer with "#### n"
-  r1lab data preview data/math.jsonl --kind sft            # problem / solution with \\\\boxed{}
+  r1lab data preview data/math.jsonl --kind sft            # problem / solution with \\boxed{}
   r1lab data preview my.csv --question-col prompt --answer-col target --on-bad-row skip
   r1lab data preview openai/gsm8k --split test             # a hub dataset (needs the hub or its cache)
   r1lab data preview ./gsm8k-snapshot --split test --verify  # a downloaded folder; check references parse
