@@ -233,3 +233,42 @@ def test_a_failing_item_is_none_and_logged_once(caplog):
     out = fmt([GOOD, Weird(), Weird()])
     assert out == [1.0, None, None]
     assert sum("failed on an item" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("18", 1.0),
+        ("$18", 1.0),
+        ("18.00", 1.0),
+        ("18 dollars", 1.0),
+        (r"\boxed{18}", 1.0),
+        ("The answer is 18.", 1.0),
+        ("19", 0.0),
+        ("180", 0.0),
+        ("1.8", 0.0),
+    ],
+)
+def test_accuracy_plain_numeric_completions(completion, expected):
+    acc = get_reward_funcs("accuracy")[0]
+    assert acc([completion], solution=["18"]) == [expected]
+    assert acc([completion], solution=["Six bags of three apples: 6 * 3 = 18.\n#### 18"]) == [expected]
+
+
+def test_hostile_answer_scores_zero_not_none():
+    """A completion that makes verification time out must not be skipped (None would make it a safe
+    move for the policy): it scores 0."""
+    acc = get_reward_funcs("accuracy", accuracy={"timeout": 0.5})[0]
+    assert acc([r"<answer>9^{9^{9^{9}}}</answer>"], solution=["7"]) == [0.0]
+
+
+def test_trl_accuracy_reward_differs_on_plain_strings_and_bare_answers():
+    """Why ours is not ``trl.rewards.accuracy_reward``: TRL's needs chat-list completions and does not
+    read ``<answer>`` blocks or plain-number answers."""
+    from trl.rewards import accuracy_reward
+
+    with pytest.raises(TypeError):
+        accuracy_reward([r"\boxed{18}"], ["18"])  # plain-string completions crash
+    chat = [[{"role": "assistant", "content": "<think>\n6*3\n</think>\n<answer>\n18\n</answer>"}]]
+    assert accuracy_reward(chat, ["18"]) == [0.0]  # an answer in tags, without LaTeX, is not found
+    assert get_reward_funcs("accuracy")[0](chat, solution=["18"]) == [1.0]

@@ -191,3 +191,32 @@ def test_hard_deadline_kills_and_respawns(pool, monkeypatch):
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         verify_answers(["1"], ["1", "2"])
+
+
+def test_workers_do_not_outlive_a_killed_parent(tmp_path):
+    """kill -9 of the process that owns the pool takes its workers with it (no orphans)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "from r1lab.rewards import VerifierPool\n"
+        "p = VerifierPool(n_workers=1)\n"
+        "p.map([('1', '1')], timeout=60)\n"
+        "print(p.pids[0], flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker_pid = int(parent.stdout.readline())
+        assert Path(f"/proc/{worker_pid}").exists()
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{worker_pid}").exists()
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -63,8 +63,14 @@ def register(sub) -> None:
         help="a reward parameter, e.g. cosine.max_len=500 or accuracy.fallbacks=boxed,answer_is (repeatable)",
     )
     score.add_argument("--completion-field", default="completion", help="field holding the completion")
-    score.add_argument("--timeout", type=float, default=None, help="per-item verification time limit (s)")
-    score.add_argument("--out", default=None, help="write the rows with a `scores` field to this JSONL file")
+    score.add_argument(
+        "--timeout", type=float, default=None, help="per-item verification time limit in seconds; None: 2"
+    )
+    score.add_argument(
+        "--out",
+        default=None,
+        help="write the rows with a `scores` field to this JSONL file; None: do not write",
+    )
     score.add_argument("--show", type=int, default=20, help="print at most this many per-item rows (0: none)")
     add_common_flags(score)
     score.set_defaults(func=_score)
@@ -75,13 +81,21 @@ def register(sub) -> None:
         description="Run a battery of reward-hacking probes against a reward stack.\n\n" + AUDIT_EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    audit.add_argument("--config", default=None, help="recipe YAML: use its GRPO stage's rewards and weights")
-    audit.add_argument("--stage", default=None, help="which GRPO stage of the recipe (default: the first)")
     audit.add_argument(
-        "--rewards", default=None, help="comma-separated reward names (default accuracy,format,tag_count)"
+        "--config",
+        default=None,
+        help="recipe YAML whose GRPO stage's rewards, weights and reward_params to audit",
+    )
+    audit.add_argument("--stage", default=None, help="which GRPO stage of the recipe; None: the first")
+    audit.add_argument(
+        "--rewards",
+        default=None,
+        help="comma-separated reward names; None: the recipe's, else accuracy,format,tag_count",
     )
     audit.add_argument(
-        "--weights", default=None, help="comma-separated weights, one per reward (default all 1)"
+        "--weights",
+        default=None,
+        help="comma-separated weights, one per reward; None: the recipe's, else all 1",
     )
     audit.add_argument(
         "--param", action="append", default=[], metavar="REWARD.KEY=VALUE", help="reward parameter"

@@ -1,8 +1,9 @@
 """Entry point of a verifier worker process: ``python -m r1lab.rewards._worker``.
 
 Protocol: one JSON value per line. The worker writes ``{"ready": true}`` once math-verify is imported,
-then for each request ``[i, answer, reference]`` on stdin writes ``[i, result, error]`` on stdout;
-``null`` or end of input stops it. A fresh interpreter (not ``multiprocessing``) is used so the
+then for each request ``[i, answer, reference, soft_timeout]`` on stdin writes ``[i, result, error]``
+on stdout; ``"clear"`` empties its reference cache (answered by a new handshake); ``null`` or end of
+input stops it. A fresh interpreter (not ``multiprocessing``) is used so the
 user's ``__main__`` script is never re-imported in the worker.
 """
 
@@ -45,8 +46,19 @@ def _on_alarm(signum, frame):
     raise SoftTimeout()
 
 
+def _die_with_parent() -> None:
+    # If the parent is killed outright, end too instead of finishing start-up as an orphan (Linux).
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc: stdin EOF still ends us
+        pass
+
+
 def main() -> None:
     """Serve verification requests until stdin closes."""
+    _die_with_parent()
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol stream
     _limit_memory()
@@ -69,6 +81,10 @@ def main() -> None:
         msg = json.loads(line)
         if msg is None:
             return
+        if msg == "clear":  # forget parsed references (benchmarks); answer with a new handshake
+            _mv.parse_reference.cache_clear()
+            send({"ready": True})
+            continue
         i, answer, reference, soft_timeout = msg
         try:
             # A soft deadline interrupts pure-Python sympy work without losing this warm process; the

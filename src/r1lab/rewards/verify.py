@@ -211,6 +211,21 @@ class VerifierPool:
                 )
         return results
 
+    def clear_worker_caches(self) -> None:
+        """Make every live worker forget its parsed references (keeps the processes warm)."""
+        with self._lock:
+            for w in list(self._workers):
+                if not w.ready or w.task is not None:
+                    continue
+                try:
+                    w.send("clear")
+                    w.ready = False
+                    while not isinstance(w.recv(), dict):
+                        pass
+                    w.ready = True
+                except (EOFError, OSError, ValueError):
+                    self._replace(w)
+
     def close(self) -> None:
         """Stop every worker process (idempotent)."""
         with self._lock:
