@@ -253,6 +253,14 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
         entry.update(status="running", model_in=start_model, started=time.time())
         _save_summary(run, summary)
         t0 = time.time()
+        empty = _empty_stage_data(stage, run)
+        if empty:
+            # Nothing to learn from (the rejection-sampling stage solved no prompts): say so, keep the model.
+            log.warning("%s: skipped, %s", stage.name, empty)
+            entry.update(status="skipped", achieved=f"skipped: {empty}", model=start_model,
+                         seconds=round(time.time() - t0, 1))
+            _save_summary(run, summary)
+            continue
         if stage.trains:
             model_out = str(_run_training(stage, run, start_model, stage_dir))
             after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
@@ -278,6 +286,17 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
     if run.report and is_main_process():
         _write_report(run_dir)
     return summary
+
+
+def _empty_stage_data(stage: StageConfig, run: RunConfig) -> str | None:
+    src = stage.data or ""
+    if stage.kind != "sft" or not src.startswith("stage:"):
+        return None
+    ref = src.split(":", 1)[1]
+    path = run.run_dir / ref / "data.jsonl"
+    if path.is_file() and not path.read_text(encoding="utf-8").strip():
+        return f"stage {ref!r} kept no examples ({path})"
+    return None
 
 
 def _outputs_present(stage: StageConfig, stage_dir: Path) -> bool:

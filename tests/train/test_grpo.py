@@ -2,11 +2,11 @@
 
 import json
 
+from train_helpers import grpo_rows
+
 from r1lab.io import read_jsonl
 from r1lab.train.callbacks import COMPLETE
 from r1lab.train.grpo import run_grpo
-
-from train_helpers import grpo_rows
 
 GRPO = {"name": "grpo", "kind": "grpo", "max_steps": 3, "save_steps": 2, "num_generations": 4,
         "per_device_train_batch_size": 4, "max_completion_length": 12}

@@ -84,7 +84,15 @@ class OverridesParser(argparse.ArgumentParser):
         return namespace, left
 
 
+class RunOverridesParser(OverridesParser):
+    """``--field value`` sets a run-level field, ``--stage.field value`` a stage's."""
+
+    dotted_only = False
+
+
 class StageOverridesParser(OverridesParser):
+    """``--field value`` sets a field of the verb's one stage (``--stage.field`` still works)."""
+
     dotted_only = False
 
 
@@ -94,7 +102,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("run", help="run a recipe: GRPO -> SFT -> inference (resumable)",
                        description=RUN_DESCRIPTION, formatter_class=HelpFormatter)
-    p.__class__ = OverridesParser
+    p.__class__ = RunOverridesParser
     p.allow_abbrev = False  # `--n 64` must not turn into `--name 64`
     p.add_argument("--config", default="recipes/seed.yaml",
                    help="recipe YAML, or the name of a bundled recipe (seed, r1, r1-zero)")
