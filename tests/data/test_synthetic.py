@@ -73,12 +73,15 @@ def test_deterministic_by_seed():
 
 
 def test_splits_are_disjoint_across_seeds_and_levels():
-    seen = {}
+    seen, numbers_seen = {}, {}
     for split in ("train", "validation", "test"):
         for seed in (0, 1):
             for row in make_problems(2000 if split == "train" else 400, level="mix", seed=seed, split=split):
                 key = normalize_text(row["problem"])
                 assert seen.setdefault(key, split) == split, f"{row['problem']!r} in {seen[key]} and {split}"
+                # Stricter: the same numbers in a new story stay in the same split too.
+                numbers = tuple(re.findall(r"[0-9]+", row["problem"]))
+                assert numbers_seen.setdefault(numbers, split) == split, row["problem"]
                 assert split_of(row["problem"]) == split
                 assert row["split"] == split
 

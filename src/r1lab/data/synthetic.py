@@ -21,11 +21,12 @@ How a problem is made
 
 Splits never share a problem
     Candidates come from one seeded stream; each is assigned to ``train`` (80%), ``validation``
-    (10%) or ``test`` (10%) by a hash of its *normalized* question text
-    (:func:`r1lab.data.normalize.text_key`), so the same question text can only ever land in one
-    split, whatever the seed or level. Within a split, repeats are dropped. A validation or test
-    row therefore costs ~8x a train row (9 in 10 candidates belong elsewhere); only kept
-    candidates get their worked solution written. Measured speeds: ``benchmarks/results/data.md``.
+    (10%) or ``test`` (10%) by a hash of the numbers its *normalized* question shows, in order
+    (:func:`split_of`). Identical questions therefore always land in the same split, whatever the
+    seed or level — and, stricter, a test question never reuses a train question's numbers with a
+    new story. The numbers are known before the text is written, so a candidate of another split
+    is rejected cheaply (a validation/test row still costs ~4x a train row). Within a split,
+    repeated questions are dropped. Measured speeds: ``benchmarks/results/data.md``.
 
 The worked solution (the SFT target) has exactly this shape (one convention, used everywhere)::
 
@@ -42,12 +43,14 @@ i.e. ``"<think>\\n" + "\\n".join(steps) + "\\n</think>\\n<answer>\\n" + answer +
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from r1lab.data.normalize import text_key
+from r1lab.data.normalize import normalize_text, text_key
 from r1lab.errors import UserError
 
 SPLITS = ("train", "validation", "test")
@@ -74,6 +77,7 @@ LEVEL_SPECS = {
     4: LevelSpec(steps=4, ops="+-*/", max_start=199, max_operand=50, max_factor=5, distractors=1),
     5: LevelSpec(steps=5, ops="+-*/", max_start=499, max_operand=99, max_factor=6, distractors=2),
 }
+_DIGITS = re.compile(r"[0-9]+")
 _MAX_TOTAL = 5000  # keeps products readable; a "*" that would pass it becomes "+" or "-"
 
 NAMES_HE = (
@@ -294,13 +298,29 @@ def canonical_split(split: str) -> str:
     return name
 
 
-def split_of(question: str) -> str:
-    """The split a question text belongs to (a pure function of its normalized text).
+def numbers_key(numbers: list[str]) -> int:
+    """A stable 64-bit key of a sequence of digit strings."""
+    return int.from_bytes(hashlib.blake2b(" ".join(numbers).encode("ascii"), digest_size=8).digest(), "big")
 
-    >>> split_of("Mia has 3 apples. She buys 2 more. How many apples does Mia have now?") in SPLITS
+
+def split_of(question: str) -> str:
+    """The split a question belongs to: a hash of the numbers in its normalized text, in order.
+
+    A pure function of :func:`r1lab.data.normalize.normalize_text` (identical normalized texts
+    always share a split), and stricter than hashing the whole text: two questions with the same
+    numbers (say 12 and 5) are in the same split whatever their story, so a test problem never
+    repeats a train problem's numbers with new names. It also lets the generator reject a
+    candidate before writing its text.
+
+    >>> split_of("Mia has 12 apples. She buys 5 more apples. How many apples does Mia have now?")
+    'train'
+    >>> split_of("Tom has 12 pens; he finds 5 more.") == split_of("MIA HAS 12 APPLES, BUYS 5 MORE!")
     True
     """
-    bucket = text_key(question) % 100
+    return _bucket_split(numbers_key(_DIGITS.findall(normalize_text(question))) % 100)
+
+
+def _bucket_split(bucket: int) -> str:
     for name, (lo, hi) in _SPLIT_BOUNDS.items():
         if lo <= bucket < hi:
             return name
@@ -331,66 +351,96 @@ _DIVISORS = tuple(tuple(k for k in range(2, 8) if r % k == 0) for r in range(420
 _OPS = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__}
 
 
-def _make_one(rng: random.Random, level: int) -> tuple[str, tuple]:
-    """One candidate at ``level``: its question text and a plan to write its solution from.
+def _shown(phrase: str, v: int) -> list[str]:
+    """The digit strings ``phrase`` shows for operand ``v`` (none when it says "doubles", "half")."""
+    if "{b}" in phrase or "{k}" in phrase:
+        return [str(v)]
+    if "{mult}" in phrase and v not in MULTIPLES:
+        return [str(v)]  # "becomes 5 times as large"
+    if "{frac}" in phrase and v not in FRACTIONS:
+        return ["1", str(v)]  # "1/9"
+    return []
 
-    The solution is written only for candidates that are kept (:func:`_solution`): most test-split
-    candidates are rejected, so this halves their cost. Operands are >= 2 so units read as plurals
+
+def _plan_one(rng: random.Random, level: int) -> tuple[list[str], tuple]:
+    """Every random choice of one candidate, and the numbers its question will show, in order.
+
+    Drawing all choices first keeps the random stream the same whether or not the candidate is
+    kept, and lets :func:`iter_problems` reject it by its numbers before writing any text
+    (9 in 10 candidates for the test split). Operands are >= 2 so units read as plurals
     ("2 liters"); picks use ``rng.random()`` directly because ``rng.choice``/``randint`` dominate
     the cost at 10**6 problems.
     """
     rnd = rng.random
     spec = LEVEL_SPECS[level]
     scenario = SCENARIOS[_SCENARIO_NAMES[int(rnd() * len(_SCENARIO_NAMES))]]
-    ctx = dict(_GENDER[int(rnd() * 2)])
-    names = ctx.pop("names")
-    ctx["name"] = name = names[int(rnd() * len(names))]
+    gender = _GENDER[int(rnd() * 2)]
+    name = gender["names"][int(rnd() * len(gender["names"]))]
     friend = FRIENDS[int(rnd() * len(FRIENDS))]
-    ctx["friend"] = friend
-    ctx["friend_cap"] = friend[0].upper() + friend[1:]
-    ctx["obj"] = OBJECTS[int(rnd() * len(OBJECTS))]
+    obj = OBJECTS[int(rnd() * len(OBJECTS))]
     # Level 1 starts at 4+ so "-" always has room; higher levels start at a tenth of the range.
     lo = 4 if level == 1 else max(4, spec.max_start // 10)
-    start = total = ctx["a"] = lo + int(rnd() * (spec.max_start - lo + 1))
+    start = total = lo + int(rnd() * (spec.max_start - lo + 1))
     opens = scenario["open"]
-    sentences = [opens[int(rnd() * len(opens))].format_map(ctx)]
+    sentences = [(opens[int(rnd() * len(opens))], start)]
+    shown = [[str(start)]]
     ops = []
     for _ in range(spec.steps):
         op, v = _pick_op(rnd, spec, total)
-        ctx["b"] = ctx["k"] = v
-        ctx["frac"] = FRACTIONS.get(v) or f"1/{v}"
-        ctx["mult"] = MULTIPLES.get(v) or f"becomes {v} times as large"
         phrases = scenario[op]
-        sentences.append(phrases[int(rnd() * len(phrases))].format_map(ctx))
+        phrase = phrases[int(rnd() * len(phrases))]
+        sentences.append((phrase, v))  # the operand's wording is made in _render, if kept
+        shown.append(_shown(phrase, v))
         new = _OPS[op](total, v)
         ops.append((op, v, total, new))
         total = new
     distractors = []
     if spec.distractors:
         for template in rng.sample(DISTRACTORS, spec.distractors):
-            ctx["other"] = _ALL_NAMES[int(rnd() * len(_ALL_NAMES))]
-            ctx["d"] = 2 + int(rnd() * 59)
-            ctx["things"] = OTHER_THINGS[int(rnd() * len(OTHER_THINGS))]
-            ctx["relative"], young, old = RELATIVES[int(rnd() * len(RELATIVES))]
-            ctx["age"] = young + int(rnd() * (old - young + 1))
-            d = template.format_map(ctx)
+            relative, young, old = RELATIVES[int(rnd() * len(RELATIVES))]
+            values = {
+                "other": _ALL_NAMES[int(rnd() * len(_ALL_NAMES))],
+                "d": 2 + int(rnd() * 59),
+                "things": OTHER_THINGS[int(rnd() * len(OTHER_THINGS))],
+                "relative": relative,
+                "age": young + int(rnd() * (old - young + 1)),
+            }
             # Never first (the story needs its opening); the question always comes last.
-            sentences.insert(1 + int(rnd() * len(sentences)), d)
-            distractors.append(d)
+            at = 1 + int(rnd() * len(sentences))
+            sentences.insert(at, (template, values))
+            shown.insert(at, [str(values["age" if "{age}" in template else "d"])])
+            distractors.append(at)
     asks = scenario["ask"]
-    question = " ".join(sentences) + " " + asks[int(rnd() * len(asks))].format_map(ctx)
-    return question, (name, scenario["unit"].format_map(ctx), start, ops, distractors, total)
+    ask = asks[int(rnd() * len(asks))]
+    numbers = [x for part in shown for x in part]
+    return numbers, (scenario, gender, name, friend, obj, sentences, ask, start, ops, total, level)
 
 
-def _solution(plan: tuple) -> tuple[str, str]:
-    """(answer, worked R1 solution) from a :func:`_make_one` plan."""
-    name, unit, start, ops, distractors, total = plan
+def _wording(values: dict | int) -> dict:
+    """Placeholder values of a sentence: a distractor's dict, or an operand's forms."""
+    if isinstance(values, dict):
+        return values
+    v = values
+    return {"a": v, "b": v, "k": v, "frac": FRACTIONS.get(v) or f"1/{v}",
+            "mult": MULTIPLES.get(v) or f"becomes {v} times as large"}  # fmt: skip
+
+
+def _render(plan: tuple) -> dict:
+    """Question, answer and worked solution of a kept candidate."""
+    scenario, gender, name, friend, obj, sentences, ask, start, ops, total, level = plan
+    ctx = {**gender, "name": name, "friend": friend, "friend_cap": friend[0].upper() + friend[1:], "obj": obj}
+    texts = [template.format_map({**ctx, **_wording(values)}) for template, values in sentences]
+    question = " ".join(texts) + " " + ask.format_map(ctx)
+    unit = scenario["unit"].format_map(ctx)
+    distractors = [
+        t for (template, _), t in zip(sentences, texts, strict=True) if template in _DISTRACTOR_SET
+    ]
     steps = [f"{name} starts with {start} {unit}."]
     steps += [_TRACE[op].format(b=v, k=v, x=x, y=y) for op, v, x, y in ops]
     steps += [f'"{d}" is not needed for the answer.' for d in distractors]
     steps.append(f"So {name} ends with {total} {unit}.")
     answer = str(total)
-    return answer, format_trace(steps, answer)
+    return {"problem": question, "answer": answer, "solution": format_trace(steps, answer), "level": level}
 
 
 _GENDER = (
@@ -398,6 +448,7 @@ _GENDER = (
     {"names": NAMES_HE, "He": "He", "he": "he", "His": "His", "his": "his", "him": "him"},
 )
 _ALL_NAMES = NAMES_HE + NAMES_SHE
+_DISTRACTOR_SET = frozenset(DISTRACTORS)
 
 
 def iter_problems(
@@ -420,24 +471,21 @@ def iter_problems(
     misses = 0
     while True:
         lvl = levels[0] if len(levels) == 1 else rng.choice(levels)
-        question, plan = _make_one(rng, lvl)
-        key = text_key(question)
-        if not lo <= key % 100 < hi or key in seen:
+        numbers, plan = _plan_one(rng, lvl)
+        if not lo <= numbers_key(numbers) % 100 < hi:
+            continue  # another split's problem: rejected before any text is written
+        row = _render(plan)
+        key = text_key(row["problem"])
+        if key in seen:
             misses += 1
             if misses > 100_000:  # pragma: no cover - the problem space is far larger than 10**6
                 raise UserError(f"the built-in task ran out of distinct {split} problems at level {level}")
             continue
         misses = 0
         seen.add(key)
-        answer, solution = _solution(plan)
-        yield {
-            "id": f"builtin-{split}-{key:016x}",
-            "problem": question,
-            "answer": answer,
-            "solution": solution,
-            "level": lvl,
-            "split": split,
-        }
+        row["id"] = f"builtin-{split}-{key:016x}"
+        row["split"] = split
+        yield row
 
 
 def make_problems(
