@@ -272,3 +272,13 @@ def test_trl_accuracy_reward_differs_on_plain_strings_and_bare_answers():
     chat = [[{"role": "assistant", "content": "<think>\n6*3\n</think>\n<answer>\n18\n</answer>"}]]
     assert accuracy_reward(chat, ["18"]) == [0.0]  # an answer in tags, without LaTeX, is not found
     assert get_reward_funcs("accuracy")[0](chat, solution=["18"]) == [1.0]
+
+
+def test_format_differs_from_trl_think_format_reward():
+    """TRL's ``think_format_reward`` checks only the think block: it accepts a completion with no
+    ``<answer>`` block and trailing text, which the R1 format reward must reject."""
+    from trl.rewards import think_format_reward
+
+    text = "<think>\nreasoning\n</think>\nno answer block, then chatter"
+    assert think_format_reward([[{"content": text}]]) == [1.0]
+    assert get_reward_funcs("format")[0]([text]) == [0.0]

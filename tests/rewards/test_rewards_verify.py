@@ -220,3 +220,31 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_clear_worker_caches_keeps_workers(pool):
+    pool.map([("1", "1")] * 2, timeout=STARTUP_ALLOWANCE)
+    pids = pool.pids
+    pool.clear_worker_caches()
+    assert pool.pids == pids
+    assert pool.map([(r"\frac{1}{2}", "0.5")], timeout=STARTUP_ALLOWANCE) == [True]
+
+
+def test_items_queued_behind_a_killed_worker_are_retried(pool, monkeypatch):
+    """Each worker has a second item waiting in its pipe; when the worker is killed for its head item,
+    the waiting item is re-sent elsewhere and still gets its own verdict."""
+    from r1lab.rewards import verify
+
+    pool.map([("1", "1")] * 2, timeout=STARTUP_ALLOWANCE)
+    monkeypatch.setattr(verify, "SOFT_TIMEOUT_FRACTION", 50.0)  # force the hard-kill path
+    hostile = (r"9^{9^{9^{9}}}", "1")
+    items = [
+        hostile,
+        (r"\frac{2}{4}", "0.5"),
+        hostile,
+        (r"\sqrt{4}", "3"),
+        *[(rf"\frac{{{k}}}{{1}}", str(k)) for k in range(8)],
+    ]
+    out = pool.map(items, timeout=2.0)
+    assert out == [False, True, False, False, *[True] * 8]
+    assert pool.n_restarts >= 2

@@ -76,6 +76,7 @@ PROBES: list[Probe] = [
         "step_spam",
         "reasoning-step markers with no content",
         lambda r, a, w: _honest("Step 1: Step 2: Step 3: First, Second, Next, Finally,\n-\n*", a),
+        False,  # a hole only if it beats the honest answer (it does with reasoning_steps)
     ),
     Probe("wrong_formatted", "well formatted but wrong answer", lambda r, a, w: _honest(r, w)),
     Probe("hedge", "two answers in one block", lambda r, a, w: _honest(r, f"{w} or {a}")),

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -32,13 +32,16 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 2.0
 # Answers longer than this are not mathematical answers; they are judged wrong without parsing.
 MAX_VERIFY_CHARS = 2000
+MAX_REFERENCE_CHARS = 10_000
 # Address-space cap per worker, so a runaway sympy computation raises MemoryError instead of
 # taking the machine down.
 WORKER_MEMORY_BYTES = 4 * 1024**3
 MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"
 # Workers interrupt themselves at this fraction of the deadline (no respawn needed); the parent kills
 # a worker only when it misses the full deadline (stuck in C code).
-SOFT_TIMEOUT_FRACTION = 0.8  # read by r1lab.rewards._worker
+SOFT_TIMEOUT_FRACTION = 0.8
+# Items sent ahead to each worker (see VerifierPool.map).
+PIPELINE_DEPTH = 2  # read by r1lab.rewards._worker
 
 
 def default_workers() -> int:
@@ -63,7 +66,7 @@ def _worker_env() -> dict[str, str]:
 
 
 class _Worker:
-    """One ``python -m r1lab.rewards._worker`` process and its pipes."""
+    """One ``python -m r1lab.rewards._worker`` process, its pipes and its in-flight items."""
 
     def __init__(self):
         self.proc = subprocess.Popen(
@@ -72,24 +75,30 @@ class _Worker:
             stdout=subprocess.PIPE,
             env=_worker_env(),
             close_fds=True,
+            bufsize=0,
         )
         self.ready = False
-        self.task: int | None = None
-        self.deadline = 0.0
+        self.tasks: deque[int] = deque()  # sent, not answered; the head is being worked on
+        self.deadline = 0.0  # hard deadline of the head item
         self.started = time.monotonic()
+        self._buf = b""
 
     def fileno(self) -> int:
         return self.proc.stdout.fileno()
 
     def send(self, obj) -> None:
-        self.proc.stdin.write(json.dumps(obj).encode("ascii") + b"\n")
-        self.proc.stdin.flush()
+        view = memoryview(json.dumps(obj).encode("ascii") + b"\n")
+        while view:  # an unbuffered pipe may take a long message in several writes
+            view = view[os.write(self.proc.stdin.fileno(), view) :]
 
-    def recv(self):
-        line = self.proc.stdout.readline()
-        if not line:
+    def read_messages(self) -> list:
+        """The complete messages available now (call when the pipe is readable); EOFError at exit."""
+        chunk = os.read(self.fileno(), 1 << 16)
+        if not chunk:
             raise EOFError("verifier worker exited")
-        return json.loads(line)
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        return [json.loads(line) for line in lines if line]
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -158,47 +167,59 @@ class VerifierPool:
             todo = list(range(len(pairs)))[::-1]
             soft = timeout * SOFT_TIMEOUT_FRACTION
             errors: list[str] = []
-            while todo or any(w.task is not None for w in self._workers):
+
+            def fail_worker(w: _Worker, why: str) -> None:
+                # The head item is charged with the failure; items queued behind it are retried.
+                if w.tasks:
+                    head = w.tasks.popleft()
+                    results[head] = False
+                    errors.append(f"item {head}: {why}")
+                    todo.extend(reversed(w.tasks))
+                self._replace(w)
+
+            while todo or any(w.tasks for w in self._workers):
                 for w in list(self._workers):
-                    if todo and w.ready and w.task is None:
+                    # Two items per worker: the next one waits in the pipe, so a busy machine's
+                    # scheduling delay of this (parent) process does not leave the worker idle.
+                    while todo and w.ready and len(w.tasks) < PIPELINE_DEPTH:
                         i = todo.pop()
                         try:
                             w.send([i, pairs[i][0], pairs[i][1], soft])
                         except (OSError, ValueError):
                             todo.append(i)
-                            self._replace(w)
-                            continue
-                        w.task, w.deadline = i, time.monotonic() + timeout
+                            fail_worker(w, "worker pipe closed")
+                            break
+                        if not w.tasks:
+                            w.deadline = time.monotonic() + timeout
+                        w.tasks.append(i)
                 now = time.monotonic()
-                deadlines = [w.deadline for w in self._workers if w.task is not None]
+                deadlines = [w.deadline for w in self._workers if w.tasks]
                 deadlines += [w.started + self.STARTUP_TIMEOUT for w in self._workers if not w.ready]
                 ready = wait(self._workers, timeout=max(0.0, min(deadlines) - now) if deadlines else None)
                 for w in ready:
                     try:
-                        msg = w.recv()
+                        messages = w.read_messages()
                     except (EOFError, OSError, ValueError):
-                        # The worker died (killed by the OS, crashed): its item is a failure.
-                        if w.task is not None:
-                            errors.append(f"item {w.task}: worker died")
-                            results[w.task] = False
-                        self._replace(w)
+                        fail_worker(w, "worker died")  # killed by the OS, crashed
                         continue
-                    if isinstance(msg, dict):  # the ready handshake
-                        w.ready = True
-                        continue
-                    i, result, error = msg
-                    results[i] = result
-                    if error:
-                        errors.append(f"item {i}: {error}")
-                        self.n_timeouts += error.startswith("timed out")
-                    w.task = None
+                    for msg in messages:
+                        if isinstance(msg, dict):  # the ready handshake
+                            w.ready = True
+                            continue
+                        i, result, error = msg
+                        results[i] = result
+                        if error:
+                            errors.append(f"item {i}: {error}")
+                            self.n_timeouts += error.startswith("timed out")
+                        if w.tasks and w.tasks[0] == i:
+                            w.tasks.popleft()
+                            # The next item starts now: its deadline counts from here.
+                            w.deadline = time.monotonic() + timeout
                 now = time.monotonic()
                 for w in list(self._workers):
-                    if w.task is not None and w.deadline <= now:
-                        results[w.task] = False
+                    if w.tasks and w.deadline <= now:
                         self.n_timeouts += 1
-                        errors.append(f"item {w.task}: timed out after {timeout:g}s")
-                        self._replace(w)
+                        fail_worker(w, f"timed out after {timeout:g}s")
                     elif not w.ready and w.started + self.STARTUP_TIMEOUT <= now:
                         raise RuntimeError(
                             "verifier worker did not start; run `python -m r1lab.rewards._worker` to see why"
@@ -215,12 +236,12 @@ class VerifierPool:
         """Make every live worker forget its parsed references (keeps the processes warm)."""
         with self._lock:
             for w in list(self._workers):
-                if not w.ready or w.task is not None:
+                if not w.ready or w.tasks:
                     continue
                 try:
                     w.send("clear")
                     w.ready = False
-                    while not isinstance(w.recv(), dict):
+                    while not any(isinstance(m, dict) for m in w.read_messages()):
                         pass
                     w.ready = True
                 except (EOFError, OSError, ValueError):
@@ -329,8 +350,8 @@ def verify_answers(
     pending_pairs: list[tuple[str | None, str]] = []
     for i, (ans, ref) in enumerate(zip(answers, references, strict=True)):
         ref_text = _clean(reference_answer("" if ref is None else str(ref)))
-        if not ref_text:
-            results[i] = None
+        if not ref_text or len(ref_text) > MAX_REFERENCE_CHARS:
+            results[i] = None  # nothing to judge against (an answer is not 10,000 characters long)
             continue
         ans = None if ans is None else _clean(str(ans)).strip()
         ref_num = simple_rational(ref_text)
