@@ -282,3 +282,10 @@ def test_format_differs_from_trl_think_format_reward():
     text = "<think>\nreasoning\n</think>\nno answer block, then chatter"
     assert think_format_reward([[{"content": text}]]) == [1.0]
     assert get_reward_funcs("format")[0]([text]) == [0.0]
+
+
+def test_accuracy_logs_extracted_answers_through_trl_log_extra():
+    logged = {}
+    acc = get_reward_funcs("accuracy")[0]
+    acc([GOOD, "no answer"], solution=["18", "18"], log_extra=lambda k, v: logged.__setitem__(k, v))
+    assert logged == {"accuracy/answer": ["18", None]}

@@ -74,6 +74,10 @@ class Reward:
     def _score_one(self, completion: Any) -> float:
         return self.score(completion_text(completion))
 
+    def __getstate__(self) -> dict:
+        # Pickle the configuration only, not the last batch's answers.
+        return {k: (None if k.startswith("_last") else v) for k, v in vars(self).items()}
+
     def __repr__(self) -> str:
         params = ", ".join(
             f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "__name__"
@@ -149,6 +153,7 @@ class AccuracyReward(Reward):
             )
         self.fallbacks = tuple(fallbacks)
         self.timeout = float(timeout)
+        self._last_answers: list[str | None] | None = None
 
     def correctness(self, completions: Sequence[Any], refs: list) -> list[bool | None]:
         answers: list[str | None] = []
@@ -160,11 +165,20 @@ class AccuracyReward(Reward):
                     log.warning("reward %s: could not read a completion (no answer): %s", self.name, exc)
                     self._warned = True
                 answers.append(None)
+        self._last_answers = answers
         return verify_answers(answers, refs, timeout=self.timeout)
 
     def __call__(self, completions, **kwargs) -> list[float | None]:
         refs = _references(kwargs, len(completions), self.name)
-        return [None if c is None else float(c) for c in self.correctness(completions, refs)]
+        scores = [None if c is None else float(c) for c in self.correctness(completions, refs)]
+        log_extra = kwargs.get("log_extra")
+        if callable(log_extra) and self._last_answers is not None:
+            # TRL's completions table then shows what was judged, next to the reference.
+            try:
+                log_extra(f"{self.name}/answer", list(self._last_answers))
+            except Exception as exc:  # logging must never cost a training step
+                log.debug("log_extra failed: %s", exc)
+        return scores
 
 
 class FormatReward(Reward):
