@@ -85,7 +85,7 @@ def test_cross_rejection_on_math500(math500_answers):
     """A different problem's answer is rejected (pairs with textually identical answers excluded)."""
     refs = math500_answers
     answers, golds = [], []
-    for i in range(0, len(refs), 2):
+    for i in range(0, len(refs), 3):  # ~165 pairs here; the benchmark runs ~5,900
         j = (i + 7) % len(refs)
         if refs[i].replace(" ", "") != refs[j].replace(" ", ""):
             answers.append(refs[j])
@@ -245,6 +245,6 @@ def test_items_queued_behind_a_killed_worker_are_retried(pool, monkeypatch):
         (r"\sqrt{4}", "3"),
         *[(rf"\frac{{{k}}}{{1}}", str(k)) for k in range(8)],
     ]
-    out = pool.map(items, timeout=2.0)
+    out = pool.map(items, timeout=1.0)
     assert out == [False, True, False, False, *[True] * 8]
     assert pool.n_restarts >= 2
