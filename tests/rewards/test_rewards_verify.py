@@ -248,3 +248,25 @@ def test_items_queued_behind_a_killed_worker_are_retried(pool, monkeypatch):
     out = pool.map(items, timeout=1.0)
     assert out == [False, True, False, False, *[True] * 8]
     assert pool.n_restarts >= 2
+
+
+def test_model_text_never_reaches_sympy_parse_expr(monkeypatch):
+    """sympy's parse_expr runs Python eval; math-verify uses it for plain-text expressions, so the
+    verifier must not enable that path (checked in process, where the patch is visible)."""
+    import math_verify.parser as mv_parser
+
+    from r1lab.rewards import _mv
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"parse_expr called with {args!r}")
+
+    monkeypatch.setattr(mv_parser, "parse_expr", forbidden)
+    monkeypatch.setattr(mv_parser, "parse_expr_cached", forbidden)
+    for answer, reference, expected in [
+        ("2*3", "6", True),
+        ("1+1", "3", False),
+        ("(2+3)^2", "25", True),
+        ("__import__('os').getcwd()", "1", False),
+        (r"\frac{1}{2}", "0.5", True),
+    ]:
+        assert _mv.verify_pair(answer, reference) is expected, answer

@@ -2,7 +2,7 @@
 
 Runs inside worker processes (see :mod:`r1lab.rewards.verify`); the functions are also usable in
 process for the naive baseline of the benchmark. math-verify parses LaTeX with its own grammar and
-sympy; it never calls ``eval`` on the text.
+sympy (no ``eval``/``sympify`` of the text: see ``_CONFIGS``).
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify import LatexExtractionConfig, parse, verify
 
 # Worker processes are single-threaded; we bound time by killing the worker, so math-verify's own
 # signal-based timeouts are switched off (and its "timeout disabled" warnings silenced).
 for _name in ("math_verify", "math_verify.parser", "math_verify.grader", "latex2sympy2_extended"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
-_CONFIGS = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+# LaTeX extraction only. math-verify's ExprExtractionConfig hands plain-text expressions to sympy's
+# parse_expr, which runs Python eval (restricted by its regex to digits and operators, but still eval);
+# model text must never reach eval, and plain numbers are handled before this module anyway.
+_CONFIGS = [LatexExtractionConfig(boxed_match_priority=0)]
 
 
 def _delimited(text: str) -> str:
