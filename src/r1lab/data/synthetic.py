@@ -351,15 +351,16 @@ _DIVISORS = tuple(tuple(k for k in range(2, 8) if r % k == 0) for r in range(420
 _OPS = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__}
 
 
-def _shown(phrase: str, v: int) -> list[str]:
-    """The digit strings ``phrase`` shows for operand ``v`` (none when it says "doubles", "half")."""
-    if "{b}" in phrase or "{k}" in phrase:
-        return [str(v)]
+def _shown(phrase: str, v: int) -> str | None:
+    """The digits ``phrase`` shows for operand ``v``, space-separated (``None`` when it says
+    "doubles" or "half")."""
+    if "{b}" in phrase or "{k}" in phrase or "{a}" in phrase:
+        return str(v)
     if "{mult}" in phrase and v not in MULTIPLES:
-        return [str(v)]  # "becomes 5 times as large"
+        return str(v)  # "becomes 5 times as large"
     if "{frac}" in phrase and v not in FRACTIONS:
-        return ["1", str(v)]  # "1/9"
-    return []
+        return f"1 {v}"  # "1/9"
+    return None
 
 
 def _plan_one(rng: random.Random, level: int) -> tuple[list[str], tuple]:
@@ -383,18 +384,17 @@ def _plan_one(rng: random.Random, level: int) -> tuple[list[str], tuple]:
     start = total = lo + int(rnd() * (spec.max_start - lo + 1))
     opens = scenario["open"]
     sentences = [(opens[int(rnd() * len(opens))], start)]
-    shown = [[str(start)]]
+    shown = [str(start)]  # per sentence: the digits it shows, or None
     ops = []
     for _ in range(spec.steps):
         op, v = _pick_op(rnd, spec, total)
         phrases = scenario[op]
         phrase = phrases[int(rnd() * len(phrases))]
         sentences.append((phrase, v))  # the operand's wording is made in _render, if kept
-        shown.append(_shown(phrase, v))
+        shown.append(str(v) if _SHOWS_OPERAND[phrase] else _shown(phrase, v))
         new = _OPS[op](total, v)
         ops.append((op, v, total, new))
         total = new
-    distractors = []
     if spec.distractors:
         for template in rng.sample(DISTRACTORS, spec.distractors):
             relative, young, old = RELATIVES[int(rnd() * len(RELATIVES))]
@@ -408,11 +408,10 @@ def _plan_one(rng: random.Random, level: int) -> tuple[list[str], tuple]:
             # Never first (the story needs its opening); the question always comes last.
             at = 1 + int(rnd() * len(sentences))
             sentences.insert(at, (template, values))
-            shown.insert(at, [str(values["age" if "{age}" in template else "d"])])
-            distractors.append(at)
+            shown.insert(at, str(values["age" if "{age}" in template else "d"]))
     asks = scenario["ask"]
     ask = asks[int(rnd() * len(asks))]
-    numbers = [x for part in shown for x in part]
+    numbers = [x for x in shown if x is not None]
     return numbers, (scenario, gender, name, friend, obj, sentences, ask, start, ops, total, level)
 
 
@@ -429,7 +428,10 @@ def _render(plan: tuple) -> dict:
     """Question, answer and worked solution of a kept candidate."""
     scenario, gender, name, friend, obj, sentences, ask, start, ops, total, level = plan
     ctx = {**gender, "name": name, "friend": friend, "friend_cap": friend[0].upper() + friend[1:], "obj": obj}
-    texts = [template.format_map({**ctx, **_wording(values)}) for template, values in sentences]
+    texts = []
+    for template, values in sentences:
+        ctx.update(_wording(values))
+        texts.append(template.format_map(ctx))
     question = " ".join(texts) + " " + ask.format_map(ctx)
     unit = scenario["unit"].format_map(ctx)
     distractors = [
@@ -449,6 +451,13 @@ _GENDER = (
 )
 _ALL_NAMES = NAMES_HE + NAMES_SHE
 _DISTRACTOR_SET = frozenset(DISTRACTORS)
+# Phrases that always show their operand as digits (the common case, looked up instead of parsed).
+_SHOWS_OPERAND = {
+    phrase: "{b}" in phrase or "{k}" in phrase
+    for scenario in SCENARIOS.values()
+    for op in "+-*/"
+    for phrase in scenario[op]
+}
 
 
 def iter_problems(
