@@ -185,3 +185,20 @@ def test_chat_reads_piped_stdin(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
     assert [x["question"] for x in lines] == ["What is 2+3?", "And times 4?"]  # the empty line is skipped
+
+
+def test_templates_that_open_think_in_the_prompt_start_the_reply_inside_thinking(tiny):
+    import copy
+
+    from r1lab.inference import ask
+
+    model, tok = tiny
+    tok = copy.deepcopy(tok)
+    tok.chat_template = tok.chat_template + "{%- if add_generation_prompt %}{{- '<think>\\n' }}{%- endif %}"
+    seen = []
+    answer = ask((model, tok), "What is 1+1?", max_new_tokens=6, on_start=seen.append)
+    assert seen == [True]
+    assert split_thinking("a</think>b", think_prefilled=True) == ("a", "b")
+    assert (answer.thinking, answer.response) == split_thinking(answer.text, think_prefilled=True)
+    s = ThinkSplitter(in_think=True)
+    assert s.feed("x</think>y") + s.close() == [("think", "x"), ("tag", "</think>"), ("answer", "y")]

@@ -279,8 +279,10 @@ class ThinkSplitter:
     [('tag', '<think>'), ('think', '2+2 is 4'), ('tag', '</think>'), ('tag', '<answer>'), ('answer', '4'), ('tag', '</answer>')]
     """
 
-    def __init__(self) -> None:
-        self.mode = "answer"
+    def __init__(self, *, in_think: bool = False) -> None:
+        # in_think: the chat template already opened <think> in the prompt (R1-distill style), so
+        # the reply starts inside the thinking.
+        self.mode = "think" if in_think else "answer"
         self._buf = ""
 
     def _held_back(self, text: str) -> int:
@@ -320,15 +322,17 @@ class ThinkSplitter:
         return [(self.mode, rest)] if rest else []
 
 
-def split_thinking(text: str) -> tuple[str, str]:
+def split_thinking(text: str, *, think_prefilled: bool = False) -> tuple[str, str]:
     """``(thinking, response)`` of a complete reply, tags removed and whitespace trimmed.
 
     >>> split_thinking("<think> 3*4=12 </think><answer> 12 </answer>")
     ('3*4=12', '12')
     >>> split_thinking("just 12")
     ('', 'just 12')
+    >>> split_thinking("3*4=12</think>12", think_prefilled=True)
+    ('3*4=12', '12')
     """
-    s = ThinkSplitter()
+    s = ThinkSplitter(in_think=think_prefilled)
     segments = s.feed(text) + s.close()
     thinking = "".join(t for kind, t in segments if kind == "think").strip()
     response = "".join(t for kind, t in segments if kind == "answer").strip()
@@ -338,6 +342,15 @@ def split_thinking(text: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------
 # ask / stream
 # --------------------------------------------------------------------------------------------
+
+
+def prompt_prefills_think(prompt_text: str) -> bool:
+    """Whether a rendered prompt already opens ``<think>`` (some R1 chat templates do).
+
+    >>> prompt_prefills_think("<|im_start|>assistant\\n<think>\\n")
+    True
+    """
+    return prompt_text.rstrip().endswith(THINK_OPEN)
 
 
 def load_pair(model_or_pair, *, dtype: str = "auto", device: str = "auto"):
@@ -411,11 +424,13 @@ def stream_generate(
         result.update(n_tokens=completion.n_tokens, truncated=completion.truncated)
 
 
-def make_answer(question: str, text: str, n_tokens: int, truncated: bool, seconds: float) -> Answer:
+def make_answer(
+    question: str, text: str, n_tokens: int, truncated: bool, seconds: float, *, think_prefilled: bool = False
+) -> Answer:
     """Package a reply: split thinking from response and extract the answer (rewards package)."""
     from r1lab.rewards import extract_answer
 
-    thinking, response = split_thinking(text)
+    thinking, response = split_thinking(text, think_prefilled=think_prefilled)
     return Answer(
         question=question,
         text=text,
@@ -439,11 +454,14 @@ def ask(
     max_new_tokens: int = 512,
     seed: int = 0,
     on_text: Callable[[str], None] | None = None,
+    on_start: Callable[[bool], None] | None = None,
 ) -> Answer:
     """Ask one question; returns an :class:`Answer`.
 
     Uses the training system prompt (``"r1"``) unless told otherwise. With ``on_text`` the reply
-    is streamed: ``on_text`` gets each decoded chunk as it is generated.
+    is streamed: ``on_text`` gets each decoded chunk as it is generated. ``on_start`` is called
+    first with whether the chat template already opened ``<think>`` (the reply then starts inside
+    the thinking).
 
     Example::
 
@@ -456,6 +474,9 @@ def ask(
         )
     model, tokenizer = load_pair(model_or_pair)
     messages = build_messages(question, system_prompt, history)
+    prefilled = prompt_prefills_think(render_prompts(tokenizer, [messages])[0])
+    if on_start is not None:
+        on_start(prefilled)
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
     chunks = []
@@ -472,6 +493,7 @@ def ask(
         chunks.append(chunk)
         if on_text is not None:
             on_text(chunk)
+    seconds = time.perf_counter() - t0
     return make_answer(
-        question, "".join(chunks), info["n_tokens"], info["truncated"], time.perf_counter() - t0
+        question, "".join(chunks), info["n_tokens"], info["truncated"], seconds, think_prefilled=prefilled
     )

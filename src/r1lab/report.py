@@ -396,6 +396,36 @@ def _eval_table(stages: list[dict]) -> str:
     return _table(["stage", *EVAL_KEYS], rows) if rows else ""
 
 
+def _achieved(stage: dict) -> str:
+    """What a stage reported about itself: its ``achieved`` line, or its stats (rejection sampling)."""
+    if stage.get("achieved"):
+        return str(stage["achieved"])
+    stats = stage.get("stats")
+    if isinstance(stats, dict):
+        return ", ".join(f"{k}={v}" for k, v in stats.items())
+    return ""
+
+
+def _answers_html(stages: list[dict]) -> str:
+    """The inference stage's questions with the base and final model's answers."""
+    parts = []
+    for s in stages:
+        for row in s.get("answers") or []:
+            if not isinstance(row, dict):
+                continue
+            cells = []
+            for label in ("base", "final"):
+                a = row.get(label) if isinstance(row.get(label), dict) else {}
+                cells.append(
+                    f"<div><b>{label}</b> answer: <code>{_e(a.get('answer'))}</code>"
+                    f"<details><summary>full reply</summary><pre>{_e(a.get('text'))}</pre></details></div>"
+                )
+            parts.append(
+                f'<div class="sample"><i>question:</i> {_e(row.get("question"))}{"".join(cells)}</div>'
+            )
+    return "".join(parts)
+
+
 def render_report(run_dir: str | Path) -> str:
     """The report's HTML text for ``run_dir`` (see the module docstring)."""
     run = Path(run_dir)
@@ -426,9 +456,16 @@ def render_report(run_dir: str | Path) -> str:
     if stages:
         body.append(
             _table(
-                ["stage", "kind", "status", "seconds", "model"],
+                ["stage", "kind", "status", "seconds", "model", "achieved"],
                 [
-                    [s.get("name"), s.get("kind"), s.get("status"), s.get("seconds"), s.get("model")]
+                    [
+                        s.get("name"),
+                        s.get("kind"),
+                        s.get("status"),
+                        s.get("seconds"),
+                        s.get("model"),
+                        _achieved(s),
+                    ]
                     for s in stages
                 ],
             )
@@ -477,6 +514,10 @@ def render_report(run_dir: str | Path) -> str:
             )
         )
         body.append(_table(["phrase", "mean fraction over steps"], totals))
+
+    answers = _answers_html(stages)
+    if answers:
+        body.append("<h2>Inference test: base vs final model</h2>" + answers)
 
     body.append("<h2>Sample completions</h2>")
     body.append(_samples_html(samples) or '<p class="empty">no samples logged</p>')

@@ -80,6 +80,12 @@ class StreamPrinter:
         self.console = console
         self.splitter = ThinkSplitter()
 
+    def start(self, think_prefilled: bool) -> None:
+        """Called by ``ask`` before the first chunk: does the reply start inside <think>?"""
+        from r1lab.inference import ThinkSplitter
+
+        self.splitter = ThinkSplitter(in_think=think_prefilled)
+
     def _emit(self, segments) -> None:
         for kind, text in segments:
             self.console.print(
@@ -130,7 +136,7 @@ def _ask_one(pair, question: str, args, history, console):
     if args.json:
         return ask(pair, question, **kwargs)
     printer = StreamPrinter(console)
-    answer = ask(pair, question, on_text=printer, **kwargs)
+    answer = ask(pair, question, on_text=printer, on_start=printer.start, **kwargs)
     printer.close()
     _print_answer(console, answer)
     return answer
