@@ -414,12 +414,14 @@ def test_two_process_metrics_are_logged_once_per_step(runs):
 
 
 def test_two_process_run_resumes_like_one(runs):
-    """Remove the SFT stage's final model (as if killed before it was written): a rerun under the same launch
-    skips GRPO, resumes SFT from its last complete checkpoint on both ranks, and writes the model once."""
+    """Remove the SFT stage's final model and its held-out evaluation (as if killed after checkpoint-2, before
+    either was written): a rerun under the same launch skips GRPO, resumes SFT from its last complete
+    checkpoint on both ranks, and writes the model once."""
     import shutil
 
     multi = runs["multi"]
     shutil.rmtree(multi / "sft" / "model")
+    shutil.rmtree(multi / "evals" / "sft")
     before = (multi / "metrics.jsonl").read_text().splitlines()
     proc = _r1lab(runs["recipe"], multi.parent, runs["env"], config="cpu_2proc.yaml")
     logs = proc.stdout + proc.stderr

@@ -35,22 +35,21 @@ KEY_METRICS = ("accuracy", "format_rate", "mean_completion_tokens", "truncation_
 
 def is_main_process() -> bool:
     """True on the process that writes run files (the only one without ``accelerate launch``)."""
-    try:
-        from accelerate import PartialState
+    from r1lab.distributed import is_main_process as main
 
-        return PartialState().is_main_process
-    except Exception:  # pragma: no cover - accelerate is a dependency
-        return True
+    return main()
 
 
 def check(run: RunConfig) -> RunConfig:
     """Validate the whole run, including building each training stage's TRL config (cheap, no model)."""
+    from r1lab.distributed import check_vllm
     from r1lab.train.common import build_trl_args
 
     validate(run)
     for stage in run.stages:
         if stage.trains:
             build_trl_args(stage, run, run.run_dir / stage.name / "checkpoints")
+            check_vllm(stage.args, where=f"{run.source or 'recipe'}: stage {stage.name!r}")
         _check_data_source(stage, run)
     return run
 
@@ -107,8 +106,12 @@ def _save_summary(run: RunConfig, summary: dict) -> None:
 
 def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | None:
     """Accuracy, format rate, mean completion tokens on ``run.eval_n`` held-out problems (greedy)."""
-    if run.eval_n <= 0 or not is_main_process():
+    if run.eval_n <= 0:
         return None
+    return _main_only(_heldout_metrics, model, run, label)
+
+
+def _heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any]:
     from r1lab.data import load_eval_dataset
     from r1lab.evaluate import evaluate
 
@@ -223,6 +226,7 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
     summary = load_summary(run)
     summary["model"] = run.model
+    _prepare_models(run)
     current = run.model
     prev_metrics = summary.get("base_metrics")
     if prev_metrics is None and any(s.trains and s.evaluate for s in run.stages):
@@ -250,6 +254,7 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
                                 hint=f"include it: --only {stage.name},...")
             continue
         start_model = stage.model or current
+        log.info("stage %s (%s) from %s", stage.name, stage.kind, start_model)
         entry.update(status="running", model_in=start_model, started=time.time())
         _save_summary(run, summary)
         t0 = time.time()
@@ -263,6 +268,7 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
             continue
         if stage.trains:
             model_out = str(_run_training(stage, run, start_model, stage_dir))
+            _release_memory()
             after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
             entry.update(model=model_out, metrics_before=prev_metrics, metrics_after=after)
             entry["achieved"] = describe_progress(prev_metrics, after, stage_rewards(run, stage.name))
@@ -274,10 +280,10 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
             entry["stats"] = run_rejection_sampling(stage, run, model_spec=start_model, stage_dir=stage_dir)
             entry["model"] = start_model
         elif stage.kind == "eval":
-            result = _run_eval(stage, run, start_model, stage_dir)
-            entry.update(model=start_model, metrics_after=_key_metrics(result), result=result)
+            result = _main_only(_run_eval, stage, run, start_model, stage_dir)
+            entry.update(model=start_model, metrics_after=_key_metrics(result or {}), result=result)
         elif stage.kind == "inference":
-            entry.update(model=start_model, answers=_run_inference(stage, run, start_model, run.model))
+            entry.update(model=start_model, answers=_main_only(_run_inference, stage, run, start_model, run.model))
         entry.update(status="done", seconds=round(time.time() - t0, 1))
         _save_summary(run, summary)
     summary["final_model"] = current
@@ -297,6 +303,43 @@ def _empty_stage_data(stage: StageConfig, run: RunConfig) -> str | None:
     if path.is_file() and not path.read_text(encoding="utf-8").strip():
         return f"stage {ref!r} kept no examples ({path})"
     return None
+
+
+def _release_memory() -> None:
+    """Give the finished trainer's GPU memory back before the next stage (or vLLM) asks for it."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _main_only(fn, *args):
+    """Run ``fn`` on the main process only (it writes the stage's files); the others wait and get None."""
+    from r1lab.distributed import wait_for_everyone
+
+    result = fn(*args) if is_main_process() else None
+    wait_for_everyone()
+    return result
+
+
+def _prepare_models(run: RunConfig) -> None:
+    """Resolve every model spec of the run once, on the main process first: building a cached checkpoint
+    (tiny, a converted GGUF) is not safe for several processes at once, and under ``accelerate launch`` only
+    rank 0's ``save_pretrained`` writes weights."""
+    from r1lab.distributed import main_process_first
+    from r1lab.models import resolve_model
+
+    specs = [run.model] + [s.model for s in run.stages if s.model]
+    with main_process_first():
+        for spec in dict.fromkeys(specs):
+            if not str(spec).startswith(str(run.run_dir)):  # a stage's output: exists once that stage ran
+                resolve_model(spec, trust_remote_code=run.trust_remote_code)
 
 
 def _outputs_present(stage: StageConfig, stage_dir: Path) -> bool:
