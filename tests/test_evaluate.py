@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from r1lab import evaluate as ev
+from r1lab.cli import main
 from r1lab.errors import UserError
 from r1lab.inference import Completion
 from r1lab.io import read_jsonl
@@ -242,3 +243,115 @@ def test_evaluate_runs_a_real_model_end_to_end(tiny, tmp_path):
     assert all(n <= 12 for it in items for n in it["n_tokens"])
     # Every truncated sample used the whole budget; every finished one ended early or on time.
     assert all(n == 12 for it in items for n, t in zip(it["n_tokens"], it["truncated"], strict=True) if t)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+GSM_STYLE = [
+    {
+        "question": "Natalia sold 48 clips in April and half as many in May. How many in total?",
+        "answer": "48/2 = 24\n#### 72",
+    },
+    {"question": "Weng earns $12 an hour. How much for 50 minutes?", "answer": "12/60*50 = 10\n#### 10"},
+    {"question": "What is 3 + 5?", "answer": "#### 8"},
+]
+
+
+def test_cli_eval_on_a_local_gsm8k_style_file_then_resume(tmp_path, capsys):
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in GSM_STYLE))
+    out = tmp_path / "out"
+    argv = [
+        "eval",
+        "--model",
+        "tiny",
+        "--data",
+        str(data),
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["n_items"] == 3 and first["n_resumed"] == 0 and first["k"] == 1
+    items = list(read_jsonl(out / "items.jsonl"))
+    assert [it["reference"] for it in items] == ["72", "10", "8"]
+    assert main(argv) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["n_resumed"] == 3 and second["new_tokens"] == 0
+    assert (
+        second["pass@1"] == first["pass@1"]
+        and second["mean_completion_tokens"] == first["mean_completion_tokens"]
+    )
+
+
+def test_cli_eval_prints_a_table(tmp_path, capsys):
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in GSM_STYLE[:1]))
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny",
+                "--data",
+                str(data),
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "pass@1" in out and "items.jsonl" in out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--n-samples", "2", "--k", "4"], "--k 4 must be between 1 and --n-samples (2)"),
+        (["--n-samples", "4", "--temperature", "0"], "identical samples"),
+        (["--backend", "vllm"], "backend 'vllm' requested but"),
+        (["--limit", "0"], "--limit must be >= 1"),
+    ],
+)
+def test_cli_eval_bad_flags_exit_2_before_loading_anything(tmp_path, capsys, extra, message):
+    data = tmp_path / "gsm.jsonl"
+    data.write_text(json.dumps(GSM_STYLE[0]) + "\n")
+    assert main(["eval", "--model", "tiny", "--data", str(data), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("r1lab: error:") and message in err and err.count("\n") == 1
+
+
+def test_cli_eval_missing_and_empty_inputs_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    data = tmp_path / "gsm.jsonl"
+    data.write_text(json.dumps(GSM_STYLE[0]) + "\n")
+    assert main(["eval", "--model", "tiny", "--data", str(tmp_path / "nope.jsonl")]) == 2
+    assert main(["eval", "--model", "tiny", "--data", str(empty)]) == 2
+    assert (
+        main(
+            ["eval", "--model", str(tmp_path / "no-model"), "--data", str(data), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("r1lab: error:") for line in err)
+    assert "not found" in err[0] and "empty.jsonl" in err[1] and "no-model" in err[2]
+
+
+def test_docstring_examples():
+    import doctest
+
+    import r1lab.inference
+    import r1lab.report
+
+    for module in (ev, r1lab.inference, r1lab.report):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

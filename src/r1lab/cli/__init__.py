@@ -62,13 +62,17 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(debug: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=debug, rich_tracebacks=debug, markup=False)],
+        # Logs go to stderr so stdout stays clean for results (`--json` output is piped into scripts).
+        handlers=[
+            RichHandler(console=Console(stderr=True), show_path=debug, rich_tracebacks=debug, markup=False)
+        ],
         force=True,
     )
     if not debug and _launched_rank() > 0:  # under accelerate launch: rank 0 tells the story, once
