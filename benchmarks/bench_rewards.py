@@ -102,21 +102,23 @@ def make_workload(kind: str, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def naive_verify(answer: str | None, reference: str) -> bool | None:
-    """Per-item math-verify, no caches, no number fast path, no worker: the baseline."""
-    from math_verify import verify
+    """Per-item math-verify with its default extraction configs (LaTeX and plain expressions), no
+    caches, no number fast path, no worker: the baseline. Answers and references get the same math
+    delimiters r1lab adds, without which bare LaTeX references do not parse at all."""
+    from math_verify import parse, verify
 
-    from r1lab.rewards import _mv
+    from r1lab.rewards._mv import _delimited
 
-    gold = _mv.parse_text(reference)
+    gold = parse(_delimited(reference), parsing_timeout=None)
     if not any(not isinstance(p, str) for p in gold):
         return None
     if answer is None:
         return False
-    pred = _mv.parse_text(answer)
+    pred = parse(_delimited(answer), parsing_timeout=None)
     if not pred:
         return False
     try:
-        return bool(verify(gold, pred))
+        return bool(verify(gold, pred, timeout_seconds=None))
     except Exception:
         return False
 

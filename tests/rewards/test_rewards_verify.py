@@ -270,3 +270,10 @@ def test_model_text_never_reaches_sympy_parse_expr(monkeypatch):
         (r"\frac{1}{2}", "0.5", True),
     ]:
         assert _mv.verify_pair(answer, reference) is expected, answer
+
+
+@pytest.mark.parametrize("answer", ["$5", r"\$5", "$5$", "$ 5"])
+def test_currency_sign_answers_reach_latex_references(answer):
+    """A dollar sign in front of a number is currency, not a math delimiter, also on the math-verify
+    path (a reference that is not a plain number)."""
+    assert verify_answers([answer], [r"5\text{ dollars}"]) == [True]

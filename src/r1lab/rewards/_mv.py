@@ -27,6 +27,10 @@ def _delimited(text: str) -> str:
     # Bare LaTeX such as "\frac{3}{4}" or "6 - 5i" is only recognised by math-verify's LaTeX
     # extractor inside math delimiters; wrapping is what makes bare MATH answers parse.
     text = text.strip()
+    if text.startswith("\\$"):  # a currency sign, "\$5"
+        text = text[2:].strip()
+    elif text.startswith("$") and text.count("$") % 2 == 1:  # "$5": currency, not a delimiter
+        text = text[1:].strip()
     if text.startswith("$") or text.startswith("\\(") or text.startswith("\\["):
         return text
     return f"${text}$"
