@@ -24,9 +24,11 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from r1lab import distributed
 from r1lab.errors import UserError
 from r1lab.io import append_jsonl, atomic_write_json, read_jsonl
 
@@ -75,7 +77,7 @@ def normalize_answer(answer: str) -> str:
     >>> normalize_answer("\\\\frac{1}{2}")
     '\\\\frac{1}{2}'
     """
-    s = answer.strip().strip("$").strip().rstrip(".").strip()
+    s = answer.strip().rstrip(".").strip().strip("$").strip().rstrip(".").strip()
     if _NUMBER_WITH_COMMAS.match(s):
         s = s.replace(",", "")
     return re.sub(r"\s+", "", s)
@@ -332,6 +334,7 @@ def evaluate(
     limit: int | None = None,
     fresh: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    across_processes: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on a math dataset; returns the summary dict.
 
@@ -349,6 +352,9 @@ def evaluate(
         backend: ``"hf"``, ``"vllm"`` or ``"auto"``.
         limit: evaluate only the first ``limit`` problems.
         on_progress: called with ``(items_done, items_total)`` after each batch.
+        across_processes: under ``accelerate launch``, call it on every process with this set: each
+            generates its share of the problems (with vLLM, rank 0 generates them all), every process
+            returns the same summary, and only rank 0 writes ``out_dir``.
 
     Returns:
         ``{"pass@1", "pass@k", "maj@k", "format_rate", "mean_completion_tokens",
@@ -386,13 +392,20 @@ def evaluate(
             "max_new_tokens": max_new_tokens,
             "seed": seed,
         }
-        _check_resume(out, config, fresh)
+        with distributed.main_process_first() if across_processes else nullcontext():
+            _check_resume(out, config, fresh)  # rank 0 first: it may clear the folder
         if (out / ITEMS_FILE).exists():
             wanted = set(keys)
             done = {r["key"]: r for r in read_jsonl(out / ITEMS_FILE) if r.get("key") in wanted}
             if done:
                 logger.info("resuming: %d of %d items already in %s", len(done), len(rows), out / ITEMS_FILE)
     todo = [i for i, key in enumerate(keys) if key not in done]
+    n_resumed = len(rows) - len(todo)
+    split = across_processes and distributed.num_processes() > 1
+    writer = distributed.is_main_process() if split else True
+    if split:
+        todo = distributed.shard(todo) if chosen == "hf" else (todo if writer else [])
+    made: list[dict] = []  # this process's new rows, shared with the others at the end
 
     t0 = time.perf_counter()
     new_tokens = 0
@@ -417,11 +430,22 @@ def evaluate(
                 row = _item_row(rows[i], keys[i], cs, vs, k)
                 new_tokens += sum(c.n_tokens for c in cs)
                 done[keys[i]] = row
-                if out is not None:
+                if out is not None and writer:
                     append_jsonl(out / ITEMS_FILE, row)
+                if split:
+                    made.append(row)
             if on_progress is not None:
                 on_progress(sum(key in done for key in keys), len(rows))
     seconds = time.perf_counter() - t0
+    if split:  # every process gets every row; rank 0 appends the other processes' rows
+        gathered = distributed.gather_objects((made, new_tokens))
+        new_tokens = sum(n for _, n in gathered)
+        me = distributed.process_index()
+        for rank, (rows_of_rank, _) in enumerate(gathered):
+            for row in rows_of_rank if rank != me else []:
+                done[row["key"]] = row
+                if out is not None and writer:
+                    append_jsonl(out / ITEMS_FILE, row)
 
     final = [_rescore(done[key], k) for key in keys]
     summary = aggregate(final, k)
@@ -436,7 +460,7 @@ def evaluate(
             "seconds": round(seconds, 3),
             "new_tokens": new_tokens,
             "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 and new_tokens else None,
-            "n_resumed": len(rows) - len(todo),
+            "n_resumed": n_resumed,
             "by": breakdown(final, k),
         }
     )
@@ -445,7 +469,7 @@ def evaluate(
             "%d item(s) have a reference answer the verifier cannot parse; they are left out of accuracy",
             summary["n_unscorable"],
         )
-    if out is not None:
+    if out is not None and writer:
         atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
 
