@@ -108,18 +108,17 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | 
     """Accuracy, format rate, mean completion tokens on ``run.eval_n`` held-out problems (greedy)."""
     if run.eval_n <= 0:
         return None
-    return _main_only(_heldout_metrics, model, run, label)
-
-
-def _heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any]:
     from r1lab.data import load_eval_dataset
+    from r1lab.distributed import main_process_first
     from r1lab.evaluate import evaluate
 
-    ds = load_eval_dataset(run.eval_data, split="test", n=run.eval_n, system_prompt=run.system_prompt,
-                           seed=run.seed)
+    with main_process_first():
+        ds = load_eval_dataset(run.eval_data, split="test", n=run.eval_n, system_prompt=run.system_prompt,
+                               seed=run.seed)
     log.info("measuring %s on %d held-out problems", label, len(ds))
     result = evaluate(model, ds, n_samples=1, temperature=0.0, max_new_tokens=run.eval_max_new_tokens,
-                      batch_size=run.eval_batch_size, out_dir=run.run_dir / "evals" / label, seed=run.seed)
+                      batch_size=run.eval_batch_size, out_dir=run.run_dir / "evals" / label, seed=run.seed,
+                      across_processes=True)  # split over the processes under accelerate launch
     return _key_metrics(result)
 
 
@@ -186,14 +185,16 @@ def _run_training(stage: StageConfig, run: RunConfig, model: str, stage_dir: Pat
 
 def _run_eval(stage: StageConfig, run: RunConfig, model: str, stage_dir: Path) -> dict:
     from r1lab.data import load_eval_dataset
+    from r1lab.distributed import main_process_first
     from r1lab.evaluate import evaluate
 
-    ds = load_eval_dataset(stage.data or run.eval_data, split=stage.split if stage.split != "train" else "test",
-                           n=stage.n, system_prompt=run.system_prompt, seed=run.seed)
+    with main_process_first():
+        ds = load_eval_dataset(stage.data or run.eval_data, split=stage.split if stage.split != "train" else "test",
+                               n=stage.n, system_prompt=run.system_prompt, seed=run.seed)
     temperature = 0.0 if stage.temperature is None else stage.temperature
     return evaluate(model, ds, n_samples=stage.num_samples if temperature > 0 else 1, temperature=temperature,
                     max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size, out_dir=stage_dir,
-                    seed=run.seed)
+                    seed=run.seed, across_processes=True)  # split over the processes under accelerate launch
 
 
 def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) -> list[dict]:
@@ -280,8 +281,8 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
             entry["stats"] = run_rejection_sampling(stage, run, model_spec=start_model, stage_dir=stage_dir)
             entry["model"] = start_model
         elif stage.kind == "eval":
-            result = _main_only(_run_eval, stage, run, start_model, stage_dir)
-            entry.update(model=start_model, metrics_after=_key_metrics(result or {}), result=result)
+            result = _run_eval(stage, run, start_model, stage_dir)
+            entry.update(model=start_model, metrics_after=_key_metrics(result), result=result)
         elif stage.kind == "inference":
             entry.update(model=start_model, answers=_main_only(_run_inference, stage, run, start_model, run.model))
         entry.update(status="done", seconds=round(time.time() - t0, 1))

@@ -180,7 +180,13 @@ def run_eval(args: argparse.Namespace) -> int:
             seed=args.seed,
             fresh=args.fresh,
             on_progress=lambda done, total: progress.update(task, completed=done),
+            across_processes=True,  # under accelerate launch each process takes a share
         )
+    from r1lab import distributed
+
+    if not distributed.is_main_process():  # rank 0 prints the one summary
+        distributed.shutdown()
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
@@ -188,4 +194,5 @@ def run_eval(args: argparse.Namespace) -> int:
             summary_table(summary, title=f"{args.model} on {args.data} ({summary['n_items']} problems)")
         )
         print(f"per-item results: {out / 'items.jsonl'}   summary: {out / 'summary.json'}", file=sys.stdout)
+    distributed.shutdown()
     return 0
