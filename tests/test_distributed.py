@@ -56,10 +56,17 @@ def test_combine_metrics_weighted_mean_is_the_global_mean():
 
 
 def test_combine_metrics_reductions_and_odd_values():
-    per_rank = [{"kept": 2, "loss": 1.0, "note": None, "x": float("nan")},
-                {"kept": 5, "loss": 3.0, "note": None, "x": 4.0, "only_here": 7}]
+    per_rank = [
+        {"kept": 2, "loss": 1.0, "note": None, "x": float("nan")},
+        {"kept": 5, "loss": 3.0, "note": None, "x": 4.0, "only_here": 7},
+    ]
     assert dist.combine_metrics(per_rank, reduce="sum") == {
-        "kept": 7, "loss": 4.0, "note": None, "x": 4.0, "only_here": 7}
+        "kept": 7,
+        "loss": 4.0,
+        "note": None,
+        "x": 4.0,
+        "only_here": 7,
+    }
     assert dist.combine_metrics(per_rank, reduce="max")["loss"] == 3.0
     assert dist.combine_metrics(per_rank, reduce="min")["kept"] == 2
     assert dist.combine_metrics([{"s": "a"}, {"s": "b"}]) == {"s": "a"}  # text: the lowest rank's
@@ -112,8 +119,17 @@ dist.shutdown()
 def test_helpers_across_two_real_processes(tmp_path):
     script = tmp_path / "helpers.py"
     script.write_text(HELPERS_SCRIPT)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
-           "--main_process_port", str(_free_port()), str(script), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "order.txt").read_text().split() == ["0", "1"]
@@ -132,13 +148,16 @@ def test_vllm_off_is_never_checked():
     dist.check_vllm({"use_vllm": False, "vllm_mode": "nonsense"})
 
 
-@pytest.mark.parametrize("settings, fragment", [
-    ({"vllm_mode": "remote"}, "vllm_mode 'remote'"),
-    ({"vllm_gpu_memory_utilization": 1.5}, "vllm_gpu_memory_utilization"),
-    ({"vllm_gpu_memory_utilization": "lots"}, "vllm_gpu_memory_utilization"),
-    ({"vllm_tensor_parallel_size": 0}, "vllm_tensor_parallel_size"),
-    ({"vllm_server_port": 70000}, "vllm_server_port"),
-])
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        ({"vllm_mode": "remote"}, "vllm_mode 'remote'"),
+        ({"vllm_gpu_memory_utilization": 1.5}, "vllm_gpu_memory_utilization"),
+        ({"vllm_gpu_memory_utilization": "lots"}, "vllm_gpu_memory_utilization"),
+        ({"vllm_tensor_parallel_size": 0}, "vllm_tensor_parallel_size"),
+        ({"vllm_server_port": 70000}, "vllm_server_port"),
+    ],
+)
 def test_bad_vllm_settings_are_user_errors(settings, fragment):
     with pytest.raises(UserError, match=fragment) as err:
         dist.check_vllm({"use_vllm": True, **settings}, where="r.yaml: stage 'grpo'")
@@ -164,14 +183,25 @@ def test_server_mode_needs_a_running_server(monkeypatch):
     monkeypatch.setattr(dist, "cuda_available", lambda: True)
     port = _free_port()  # nothing listens here
     with pytest.raises(UserError, match=f"no vLLM server answers at 127.0.0.1:{port}") as err:
-        dist.check_vllm({"use_vllm": True, "vllm_mode": "server", "vllm_server_host": "127.0.0.1",
-                         "vllm_server_port": port})
+        dist.check_vllm(
+            {
+                "use_vllm": True,
+                "vllm_mode": "server",
+                "vllm_server_host": "127.0.0.1",
+                "vllm_server_port": port,
+            }
+        )
     assert "trl vllm-serve" in err.value.hint
     with socket.socket() as server:  # now something answers: the check passes
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        dist.check_vllm({"use_vllm": True, "vllm_mode": "server",
-                         "vllm_server_base_url": f"http://127.0.0.1:{server.getsockname()[1]}"})
+        dist.check_vllm(
+            {
+                "use_vllm": True,
+                "vllm_mode": "server",
+                "vllm_server_base_url": f"http://127.0.0.1:{server.getsockname()[1]}",
+            }
+        )
 
 
 @pytest.mark.skipif(dist.vllm_available() and dist.cuda_available(), reason="vLLM and a GPU are present here")
@@ -180,8 +210,18 @@ def test_cli_stops_before_loading_anything_when_vllm_is_asked_for_but_unusable(t
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
-    code = main(["run", "--config", str(recipe), "--output-dir", str(tmp_path / "runs"), "--dry-run",
-                 "--grpo.use_vllm", "true"])
+    code = main(
+        [
+            "run",
+            "--config",
+            str(recipe),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--dry-run",
+            "--grpo.use_vllm",
+            "true",
+        ]
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("r1lab: error:") and "stage 'grpo'" in lines[0]
@@ -253,23 +293,48 @@ def test_zero3_gathers_16bit_weights_for_the_final_model():
 
 
 def test_multi_node_flags_override_the_placeholders():
-    args, env = _launch_env(CONFIGS / "multi_node.yaml", "--machine_rank", "1", "--main_process_ip",
-                            "10.1.2.3", "--main_process_port", "29555", "--num_processes", "32",
-                            "--num_machines", "4")
+    args, env = _launch_env(
+        CONFIGS / "multi_node.yaml",
+        "--machine_rank",
+        "1",
+        "--main_process_ip",
+        "10.1.2.3",
+        "--main_process_port",
+        "29555",
+        "--num_processes",
+        "32",
+        "--num_machines",
+        "4",
+    )
     assert (args.machine_rank, args.main_process_ip, args.main_process_port) == (1, "10.1.2.3", 29555)
     assert (args.num_processes, args.num_machines) == (32, 4)
 
 
 def _wrapper(env: dict[str, str]) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "NNODES", "NODE_RANK",
-                                                                       "MASTER_", "GPUS_PER_NODE", "MACHINE_RANK"))}
-    return subprocess.run(["bash", str(CONFIGS / "launch_multi_node.sh"), "-m", "r1lab", "run", "--name", "x"],
-                          env={**base, "R1LAB_DRY_RUN": "1", **env}, capture_output=True, text=True, timeout=30)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "NNODES", "NODE_RANK", "MASTER_", "GPUS_PER_NODE", "MACHINE_RANK"))
+    }
+    return subprocess.run(
+        ["bash", str(CONFIGS / "launch_multi_node.sh"), "-m", "r1lab", "run", "--name", "x"],
+        env={**base, "R1LAB_DRY_RUN": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_multi_node_wrapper_reads_the_environment():
-    out = _wrapper({"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "1", "NNODES": "2", "GPUS_PER_NODE": "4",
-                    "MASTER_PORT": "29600"})
+    out = _wrapper(
+        {
+            "MASTER_ADDR": "10.0.0.1",
+            "NODE_RANK": "1",
+            "NNODES": "2",
+            "GPUS_PER_NODE": "4",
+            "MASTER_PORT": "29600",
+        }
+    )
     assert out.returncode == 0, out.stderr
     cmd = out.stdout.split()
     flag = lambda name: cmd[cmd.index(name) + 1]  # noqa: E731
@@ -281,11 +346,17 @@ def test_multi_node_wrapper_reads_the_environment():
     assert slurm.returncode == 0 and "--num_processes 6 --machine_rank 2" in slurm.stdout
 
 
-@pytest.mark.parametrize("env, fragment", [
-    ({"NODE_RANK": "0"}, "MASTER_ADDR is not set"),
-    ({"MASTER_ADDR": "h", "NODE_RANK": "2", "NNODES": "2", "GPUS_PER_NODE": "1"}, "NODE_RANK=2 but NNODES=2"),
-    ({"MASTER_ADDR": "h", "NNODES": "two", "GPUS_PER_NODE": "1"}, "NNODES must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"NODE_RANK": "0"}, "MASTER_ADDR is not set"),
+        (
+            {"MASTER_ADDR": "h", "NODE_RANK": "2", "NNODES": "2", "GPUS_PER_NODE": "1"},
+            "NODE_RANK=2 but NNODES=2",
+        ),
+        ({"MASTER_ADDR": "h", "NNODES": "two", "GPUS_PER_NODE": "1"}, "NNODES must be a whole number"),
+    ],
+)
 def test_multi_node_wrapper_rejects_bad_environment(env, fragment):
     out = _wrapper(env)
     assert out.returncode == 2 and fragment in out.stderr
@@ -302,10 +373,25 @@ RECIPE = {
     "eval_batch_size": 4,
     "report": False,
     "stages": [
-        {"name": "grpo", "kind": "grpo", "n": 16, "rewards": ["accuracy", "format"], "max_steps": 2,
-         "num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 16, "save_steps": 1},
-        {"name": "sft", "kind": "sft", "n": 16, "max_steps": 2, "per_device_train_batch_size": 2,
-         "save_steps": 1},
+        {
+            "name": "grpo",
+            "kind": "grpo",
+            "n": 16,
+            "rewards": ["accuracy", "format"],
+            "max_steps": 2,
+            "num_generations": 4,
+            "per_device_train_batch_size": 4,
+            "max_completion_length": 16,
+            "save_steps": 1,
+        },
+        {
+            "name": "sft",
+            "kind": "sft",
+            "n": 16,
+            "max_steps": 2,
+            "per_device_train_batch_size": 2,
+            "save_steps": 1,
+        },
         # Sampling stages after training: rs splits its prompts over the ranks, eval runs on rank 0.
         {"name": "rs", "kind": "rs", "n": 6, "num_samples": 2, "max_new_tokens": 8, "batch_size": 4},
         {"name": "eval", "kind": "eval", "n": 4, "max_new_tokens": 8, "batch_size": 4},
@@ -321,21 +407,40 @@ def _free_port() -> int:
 
 
 def _env(cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")
+    }
     # One thread per process: two processes share this machine's cores.
     # COLUMNS: rich wraps log lines at the terminal width; keep paths in one piece for the assertions.
-    env.update(HF_HUB_OFFLINE="1", R1LAB_CACHE=str(cache), TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               COLUMNS="400")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        R1LAB_CACHE=str(cache),
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        COLUMNS="400",
+    )
     return env
 
 
 def _r1lab(recipe: Path, out: Path, env: dict, *, config: str | None = None, nproc: int = 2, timeout=400):
     cmd = [sys.executable, "-m", "r1lab", "run", "--config", str(recipe), "--output-dir", str(out)]
     if config is not None:
-        cmd[1:3] = ["-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-                    "--num_processes", str(nproc), "--main_process_port", str(_free_port()), "-m", "r1lab"]
+        cmd[1:3] = [
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(CONFIGS / config),
+            "--num_processes",
+            str(nproc),
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "r1lab",
+        ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
     return proc
 
 
@@ -359,8 +464,15 @@ def runs(tmp_path_factory):
     single = _r1lab(recipe, root / "single", _env(root / "cache1"))
     env = _env(root / "cache2")  # a fresh cache: both ranks ask for `tiny` before it exists
     multi = _r1lab(recipe, root / "multi", env, config="cpu_2proc.yaml")
-    return {"root": root, "recipe": recipe, "env": env, "single": root / "single" / "mp",
-            "multi": root / "multi" / "mp", "multi_proc": multi, "single_proc": single}
+    return {
+        "root": root,
+        "recipe": recipe,
+        "env": env,
+        "single": root / "single" / "mp",
+        "multi": root / "multi" / "mp",
+        "multi_proc": multi,
+        "single_proc": single,
+    }
 
 
 def test_two_process_run_writes_what_one_process_writes(runs):
@@ -371,18 +483,24 @@ def test_two_process_run_writes_what_one_process_writes(runs):
         ckpts = sorted(p.name for p in (multi / stage / "checkpoints").glob("checkpoint-*"))
         assert ckpts == ["checkpoint-1", "checkpoint-2"]
         # Two ranks trained: each checkpoint holds both ranks' RNG states (and one COMPLETE marker).
-        assert sorted(p.name for p in (multi / stage / "checkpoints" / "checkpoint-2").glob("rng_state*")) == [
-            "rng_state_0.pth", "rng_state_1.pth"]
+        assert sorted(
+            p.name for p in (multi / stage / "checkpoints" / "checkpoint-2").glob("rng_state*")
+        ) == ["rng_state_0.pth", "rng_state_1.pth"]
         assert len(list((multi / "tb" / stage).iterdir())) == 1  # one TensorBoard writer, not one per rank
     summary = json.loads((multi / "summary.json").read_text())
     assert [(s["name"], s["status"]) for s in summary["stages"]] == [
-        ("grpo", "done"), ("sft", "done"), ("rs", "done"), ("eval", "done")]
+        ("grpo", "done"),
+        ("sft", "done"),
+        ("rs", "done"),
+        ("eval", "done"),
+    ]
     assert summary["final_model"].endswith("sft/model")
     # Rejection sampling: each rank sampled 3 of the 6 prompts; the gathered counts equal one process's.
     stats = json.loads((multi / "rs" / "stats.json").read_text())
     assert (stats["prompts"], stats["samples"]) == (6, 12)
     assert stats == json.loads((single / "rs" / "stats.json").read_text()) | {
-        k: stats[k] for k in ("correct", "formatted", "accepted", "kept", "prompts_solved")}
+        k: stats[k] for k in ("correct", "formatted", "accepted", "kept", "prompts_solved")
+    }
     rs_rows = (multi / "rs" / "data.jsonl").read_text().splitlines()
     assert len(rs_rows) == stats["kept"]
     # Evaluations are split over the ranks and gathered: each problem once, and on the same (untrained) model
@@ -410,7 +528,9 @@ def test_two_process_metrics_are_logged_once_per_step(runs):
     assert all("rewards/accuracy/mean" in r and "completions/mean_length" in r for r in grpo)
     samples = [json.loads(line) for line in (runs["multi"] / "samples.jsonl").read_text().splitlines()]
     assert samples and all(s["stage"] == "grpo" and s["solution"] is not None for s in samples)
-    assert len(samples) == len([json.loads(x) for x in (runs["single"] / "samples.jsonl").read_text().splitlines()])
+    assert len(samples) == len(
+        [json.loads(x) for x in (runs["single"] / "samples.jsonl").read_text().splitlines()]
+    )
 
 
 def test_two_process_run_resumes_like_one(runs):
@@ -430,7 +550,7 @@ def test_two_process_run_resumes_like_one(runs):
     assert (multi / "sft" / "model" / "model.safetensors").is_file()
     after = (multi / "metrics.jsonl").read_text().splitlines()
     assert after[: len(before)] == before  # earlier rows untouched
-    added = [json.loads(x) for x in after[len(before):]]
+    added = [json.loads(x) for x in after[len(before) :]]
     assert added and all(r["stage"] == "sft" for r in added)
     assert min(r["step"] for r in added) > 2  # continued from checkpoint-2, did not start over
     kinds = Counter((r["step"], "train_runtime" in r) for r in added)
@@ -462,14 +582,21 @@ def _needs(module: str | None = None):
 def _gpu_run(tmp_path, config: str, recipe: dict) -> Path:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    _r1lab(path, tmp_path / "runs", _env(tmp_path / "cache") | {"OMP_NUM_THREADS": "4"}, config=config,
-           nproc=_cuda_count(), timeout=1200)
+    _r1lab(
+        path,
+        tmp_path / "runs",
+        _env(tmp_path / "cache") | {"OMP_NUM_THREADS": "4"},
+        config=config,
+        nproc=_cuda_count(),
+        timeout=1200,
+    )
     run_dir = tmp_path / "runs" / recipe["name"]
     from transformers import AutoModelForCausalLM
 
     for stage in recipe["stages"]:
         if stage["kind"] in ("grpo", "sft"):
-            model = AutoModelForCausalLM.from_pretrained(run_dir / stage["name"] / "model")  # a full checkpoint
+            # A full checkpoint (ZeRO-3 / FSDP gathered it), loadable without the launcher.
+            model = AutoModelForCausalLM.from_pretrained(run_dir / stage["name"] / "model")
             assert sum(p.numel() for p in model.parameters()) > 100_000
     return run_dir
 
@@ -497,8 +624,15 @@ def test_ddp_run_on_gpus(tmp_path):
 def test_vllm_colocate_grpo_on_gpus(tmp_path):
     _needs("vllm")
     recipe = json.loads(json.dumps(GPU_RECIPE))
-    recipe["stages"] = [dict(recipe["stages"][0], use_vllm=True, vllm_mode="colocate",
-                             vllm_gpu_memory_utilization=0.2, vllm_tensor_parallel_size=1)]
+    recipe["stages"] = [
+        dict(
+            recipe["stages"][0],
+            use_vllm=True,
+            vllm_mode="colocate",
+            vllm_gpu_memory_utilization=0.2,
+            vllm_tensor_parallel_size=1,
+        )
+    ]
     run_dir = _gpu_run(tmp_path, "ddp.yaml", recipe)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("reward" in r for r in rows)

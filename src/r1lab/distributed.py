@@ -194,8 +194,9 @@ def gather_metrics(metrics: dict[str, Any], *, reduce: str = "mean", weight_key:
     return combine_metrics(gather_objects(dict(metrics)), reduce=reduce, weight_key=weight_key)
 
 
-def combine_metrics(per_process: Sequence[dict[str, Any]], *, reduce: str = "mean",
-                    weight_key: str | None = None) -> dict[str, Any]:
+def combine_metrics(
+    per_process: Sequence[dict[str, Any]], *, reduce: str = "mean", weight_key: str | None = None
+) -> dict[str, Any]:
     """The pure part of :func:`gather_metrics`: reduce a list of per-process dicts (rank order) into one.
 
     >>> combine_metrics([{"acc": 1.0, "n": 1}, {"acc": 0.0, "n": 3}], weight_key="n")
@@ -279,7 +280,7 @@ def check_vllm(settings: dict[str, Any], *, where: str = "recipe") -> None:
         raise UserError(
             f"{where}: use_vllm is true but vLLM is not installed",
             hint="install it on a CUDA machine (`pip install -e .[vllm]`), or set use_vllm: false to generate "
-                 "with transformers",
+            "with transformers",
         )
     if not cuda_available():
         raise UserError(
@@ -292,7 +293,7 @@ def check_vllm(settings: dict[str, Any], *, where: str = "recipe") -> None:
             raise UserError(
                 f"{where}: vllm_mode is server but no vLLM server answers at {host}:{port}",
                 hint="start one on other GPUs first, e.g. `CUDA_VISIBLE_DEVICES=7 trl vllm-serve --model "
-                     "<model dir>`, and point vllm_server_host / vllm_server_port at it",
+                "<model dir>`, and point vllm_server_host / vllm_server_port at it",
             )
 
 
@@ -303,17 +304,23 @@ def validate_vllm_settings(settings: dict[str, Any], *, where: str = "recipe") -
     """
     mode = settings.get("vllm_mode", "colocate")
     if mode not in VLLM_MODES:
-        raise UserError(f"{where}: vllm_mode {mode!r} is not one of {', '.join(VLLM_MODES)}",
-                        hint="colocate: vLLM shares the training GPUs; server: a separate `trl vllm-serve`")
+        raise UserError(
+            f"{where}: vllm_mode {mode!r} is not one of {', '.join(VLLM_MODES)}",
+            hint="colocate: vLLM shares the training GPUs; server: a separate `trl vllm-serve`",
+        )
     util = settings.get("vllm_gpu_memory_utilization", 0.3)
     if not _is_number(util) or not 0 < float(util) <= 1:
-        raise UserError(f"{where}: vllm_gpu_memory_utilization must be a number in (0, 1], not {util!r}",
-                        hint="the share of each GPU's memory vLLM may take, e.g. 0.3 in colocate mode")
+        raise UserError(
+            f"{where}: vllm_gpu_memory_utilization must be a number in (0, 1], not {util!r}",
+            hint="the share of each GPU's memory vLLM may take, e.g. 0.3 in colocate mode",
+        )
     tp = settings.get("vllm_tensor_parallel_size", 1)
     if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
-        raise UserError(f"{where}: vllm_tensor_parallel_size must be a positive integer, not {tp!r}",
-                        hint="1 for models that fit one GPU; it must divide the number of training processes "
-                             "in colocate mode")
+        raise UserError(
+            f"{where}: vllm_tensor_parallel_size must be a positive integer, not {tp!r}",
+            hint="1 for models that fit one GPU; it must divide the number of training processes "
+            "in colocate mode",
+        )
     if mode == "colocate" and tp > 1 and launched_world_size() % tp:
         raise UserError(
             f"{where}: vllm_tensor_parallel_size {tp} does not divide the {launched_world_size()} processes",
