@@ -107,7 +107,7 @@ def register(sub) -> None:
     p.add_argument("--config", default="recipes/seed.yaml",
                    help="recipe YAML, or the name of a bundled recipe (seed, r1, r1-zero)")
     _run_level_flags(p)
-    p.add_argument("--only", default=None, help="comma-separated stage names to run (others are skipped)")
+    p.add_argument("--only", default=argparse.SUPPRESS, help="comma-separated stage names to run (others are skipped)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe, run nothing")
     add_common_flags(p)
     p.set_defaults(func=_run_handler)
@@ -119,7 +119,7 @@ def register(sub) -> None:
         sp.__class__ = StageOverridesParser
         sp.allow_abbrev = False
         sp.add_argument("--config", default=None, help="take the stage's defaults from this recipe (see --stage)")
-        sp.add_argument("--stage", default=None, help=f"which stage of --config to use (default: the first {kind})")
+        sp.add_argument("--stage", default=None, help=f"which stage of --config to use (the first {kind} if not given)")
         _run_level_flags(sp)
         sp.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe")
         add_common_flags(sp)
@@ -127,12 +127,14 @@ def register(sub) -> None:
 
 
 def _run_level_flags(p) -> None:
-    p.add_argument("--name", default=None, help="run name: outputs go to OUTPUT_DIR/NAME")
-    p.add_argument("--model", default=None, help="model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id")
-    p.add_argument("--data", default=None, help="training data: builtin[:level=N], a hub name, or a local file")
-    p.add_argument("--output-dir", dest="output_dir", default=None, help="where runs go (default: runs)")
-    p.add_argument("--seed", type=int, default=None, help="random seed")
-    p.add_argument("--lora", action="store_true", default=None, help="train LoRA adapters (merged when saved)")
+    # SUPPRESS: an absent flag leaves the recipe's value alone (and the help shows no "default: None").
+    none = argparse.SUPPRESS
+    p.add_argument("--name", default=none, help="run name: outputs go to OUTPUT_DIR/NAME")
+    p.add_argument("--model", default=none, help="model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id")
+    p.add_argument("--data", default=none, help="training data: builtin[:level=N], a hub name, or a local file")
+    p.add_argument("--output-dir", dest="output_dir", default=none, help="where runs go (the recipe says runs)")
+    p.add_argument("--seed", type=int, default=none, help="random seed")
+    p.add_argument("--lora", action="store_true", default=none, help="train LoRA adapters (merged when saved)")
 
 
 def resolve_recipe_path(value: str) -> Path:
@@ -160,7 +162,7 @@ def _run_handler(args) -> int:
     from r1lab.config import load_config
 
     run = load_config(resolve_recipe_path(args.config), _run_level_overrides(args) + list(args.overrides))
-    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    only = [s.strip() for s in args.only.split(",")] if getattr(args, "only", None) else None
     return _execute(run, dry_run=args.dry_run, only=only)
 
 
@@ -192,7 +194,7 @@ def _stage_handler(args) -> int:
     from r1lab.config import RunConfig
 
     run = RunConfig.from_dict(data, source=args.config or f"r1lab {kind}")
-    if args.data is not None:
+    if getattr(args, "data", None) is not None:
         run.stages[0].data = args.data
     return _execute(run, dry_run=args.dry_run)
 
