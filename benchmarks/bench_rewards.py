@@ -123,23 +123,39 @@ def naive_verify(answer: str | None, reference: str) -> bool | None:
         return False
 
 
-def _time_ours(pool, answers, refs) -> tuple[float, list]:
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _time_ours(pool, answers, refs) -> tuple[float, list, float]:
+    """Wall seconds, verdicts, and CPU seconds (this process + the workers) of one batch."""
     from r1lab.rewards import verify_answers
     from r1lab.rewards.verify import clear_caches
 
     clear_caches()  # no verdicts or known references carried over from earlier runs
     pool.clear_worker_caches()  # no parsed references either: only warm processes
+    pids = pool.pids
+    cpu0 = time.process_time() + sum(_proc_cpu_seconds(p) for p in pids)
     t0 = time.perf_counter()
     out = verify_answers(answers, refs, workers=pool)
-    return time.perf_counter() - t0, out
+    wall = time.perf_counter() - t0
+    # A worker replaced during the run loses its CPU count; the run reports its restarts.
+    cpu = time.process_time() + sum(_proc_cpu_seconds(p) for p in pids) - cpu0
+    return wall, out, cpu
 
 
-def _time_naive(answers, refs) -> tuple[float, list]:
+def _time_naive(answers, refs) -> tuple[float, list, float]:
     from r1lab.rewards.extract import reference_answer
 
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     out = [naive_verify(a, reference_answer(r)) for a, r in zip(answers, refs, strict=True)]
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, out, time.process_time() - cpu0
 
 
 def _warm_up(pool, n: int = 2000) -> dict:
@@ -157,7 +173,7 @@ def _warm_up(pool, n: int = 2000) -> dict:
     t0 = time.perf_counter()
     verify_answers(answers, refs, workers=pool)
     ours = time.perf_counter() - t0
-    naive, _ = _time_naive(answers, refs)
+    naive, _, _ = _time_naive(answers, refs)
     return {
         "pool_startup_seconds": round(startup, 2),
         "r1lab_seconds": round(ours, 2),
@@ -234,8 +250,9 @@ def main() -> dict:
         for kind in ("grpo", "unique"):
             completions, refs = make_workload(kind)
             answers = [extract_answer(c) for c in completions]
-            ours_s, ours = _time_ours(pool, answers, refs)
-            naive_s, naive = _time_naive(answers, refs)
+            restarts0 = pool.n_restarts
+            ours_s, ours, ours_cpu = _time_ours(pool, answers, refs)
+            naive_s, naive, naive_cpu = _time_naive(answers, refs)
             diffs = [
                 (completions[i], refs[i], ours[i], naive[i]) for i in range(len(ours)) if ours[i] != naive[i]
             ]
@@ -244,6 +261,10 @@ def main() -> dict:
                 "r1lab_seconds": round(ours_s, 3),
                 "naive_seconds": round(naive_s, 3),
                 "speedup": round(naive_s / ours_s, 2),
+                "r1lab_cpu_seconds": round(ours_cpu, 2),
+                "naive_cpu_seconds": round(naive_cpu, 2),
+                "cpu_ratio": round(naive_cpu / max(ours_cpu, 1e-9), 2),
+                "worker_restarts": pool.n_restarts - restarts0,
                 "items_per_second": round(N_TOTAL / ours_s),
                 "naive_items_per_second": round(N_TOTAL / naive_s),
                 "correct_fraction": round(sum(v is True for v in ours) / N_TOTAL, 3),
@@ -252,7 +273,8 @@ def main() -> dict:
                 "disagreement_examples": diffs[:8],
             }
             print(
-                f"{kind:7s} r1lab {ours_s:7.2f}s  naive {naive_s:7.2f}s  x{naive_s / ours_s:5.1f}  "
+                f"{kind:7s} r1lab {ours_s:7.2f}s ({ours_cpu:.1f} cpu-s)  naive {naive_s:7.2f}s ({naive_cpu:.1f} cpu-s)  "
+                f"x{naive_s / ours_s:5.1f} wall, x{naive_cpu / max(ours_cpu, 1e-9):5.1f} cpu  "
                 f"disagreements {len(diffs)}",
                 flush=True,
             )
@@ -296,13 +318,17 @@ def _markdown(r: dict) -> str:
         f"{r['warm_up']['r1lab_seconds']} s, naive {r['warm_up']['naive_seconds']} s). Before each timed run the "
         "verdict cache, the known-reference set and the workers' parsed-reference caches are emptied.",
         "",
-        "| workload | unique pairs | r1lab s | naive s | speedup | items/s r1lab | items/s naive | disagreements |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "Wall-clock time depends on how much of the 2 shared cores the run got (see load average); CPU "
+        "seconds (this process + the verifier workers, from /proc) do not, so both are given.",
+        "",
+        "| workload | unique pairs | r1lab wall s | naive wall s | **speedup (wall)** | r1lab CPU s | naive CPU s | CPU ratio | items/s r1lab | items/s naive | disagreements | worker restarts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, w in r["workloads"].items():
         lines.append(
-            f"| {kind} | {w['unique_pairs']:,} | {w['r1lab_seconds']} | {w['naive_seconds']} | {w['speedup']}× | "
-            f"{w['items_per_second']:,} | {w['naive_items_per_second']:,} | {w['disagreements']} |"
+            f"| {kind} | {w['unique_pairs']:,} | {w['r1lab_seconds']} | {w['naive_seconds']} | **{w['speedup']}×** | "
+            f"{w['r1lab_cpu_seconds']} | {w['naive_cpu_seconds']} | {w['cpu_ratio']}× | "
+            f"{w['items_per_second']:,} | {w['naive_items_per_second']:,} | {w['disagreements']} | {w['worker_restarts']} |"
         )
     for kind, w in r["workloads"].items():
         if w["disagreement_examples"]:
