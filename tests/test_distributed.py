@@ -423,6 +423,11 @@ def _env(cache: Path) -> dict[str, str]:
 
 
 def _r1lab(recipe: Path, out: Path, env: dict, *, config: str | None = None, nproc: int = 2, timeout=400):
+    """Run `r1lab run` (under `accelerate launch` when ``config`` is given); assert it succeeded."""
+    return _finish(_start(recipe, out, env, config=config, nproc=nproc), timeout)
+
+
+def _start(recipe: Path, out: Path, env: dict, *, config: str | None = None, nproc: int = 2):
     cmd = [sys.executable, "-m", "r1lab", "run", "--config", str(recipe), "--output-dir", str(out)]
     if config is not None:
         cmd[1:3] = [
@@ -437,11 +442,20 @@ def _r1lab(recipe: Path, out: Path, env: dict, *, config: str | None = None, npr
             "-m",
             "r1lab",
         ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert done.returncode == 0, (
+        f"{' '.join(proc.args)}\n--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-6000:]}"
     )
-    return proc
+    return done
 
 
 def _layout(run_dir: Path) -> list[str]:
@@ -461,9 +475,11 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     recipe = root / "mp.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
-    single = _r1lab(recipe, root / "single", _env(root / "cache1"))
     env = _env(root / "cache2")  # a fresh cache: both ranks ask for `tiny` before it exists
-    multi = _r1lab(recipe, root / "multi", env, config="cpu_2proc.yaml")
+    # Both at once: they share nothing but the CPU, and the test takes half as long.
+    single = _start(recipe, root / "single", _env(root / "cache1"))
+    multi = _finish(_start(recipe, root / "multi", env, config="cpu_2proc.yaml"), 400)
+    single = _finish(single, 400)
     return {
         "root": root,
         "recipe": recipe,
