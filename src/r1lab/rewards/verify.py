@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -309,10 +309,16 @@ _CACHE = _ResultCache()
 _KNOWN_REFS = _ResultCache(50_000)
 
 
+# How items were decided since the last reset (benchmarks, debugging): exact fast path, same text as a
+# known reference, verdict cache, duplicate inside a batch, sent to math-verify, or no reference.
+STATS: Counter = Counter()
+
+
 def clear_caches() -> None:
     """Forget cached verdicts and known references (benchmarks, tests)."""
     _CACHE.clear()
     _KNOWN_REFS.clear()
+    STATS.clear()
 
 
 def _squash(text: str) -> str:
@@ -352,6 +358,7 @@ def verify_answers(
         ref_text = _clean(reference_answer("" if ref is None else str(ref)))
         if not ref_text or len(ref_text) > MAX_REFERENCE_CHARS:
             results[i] = None  # nothing to judge against (an answer is not 10,000 characters long)
+            STATS["no_reference"] += 1
             continue
         ans = None if ans is None else _clean(str(ans)).strip()
         ref_num = simple_rational(ref_text)
@@ -360,27 +367,33 @@ def verify_answers(
             # LaTeX-ish answer; two exact values are compared exactly.
             if not ans:
                 results[i] = False
+                STATS["fast_path"] += 1
                 continue
             ans_num = simple_rational(ans)
             if ans_num is not None:
                 results[i] = ans_num == ref_num
+                STATS["fast_path"] += 1
                 continue
         if ans is not None and len(ans) > MAX_VERIFY_CHARS:
             ans = None  # still sent, so an unparseable reference gives None rather than False
         if ans is not None and _KNOWN_REFS.get(ref_text) is True and _squash(ans) == _squash(ref_text):
             # The same text as a reference math-verify has already parsed: equal, no need to ask.
             results[i] = True
+            STATS["same_text"] += 1
             continue
         key = (ans, ref_text)
         cached = _CACHE.get(key)
         if cached is not KeyError:
             results[i] = cached
+            STATS["cached"] += 1
             continue
         pending.append(i)
         pending_pairs.append(key)
     if pending:
         # Identical pairs inside one batch are verified once.
         unique = list(dict.fromkeys(pending_pairs))
+        STATS["math_verify"] += len(unique)
+        STATS["deduplicated"] += len(pending) - len(unique)
         pool = workers or get_pool()
         verdicts = dict(zip(unique, pool.map(unique, timeout=timeout), strict=True))
         for i, key in zip(pending, pending_pairs, strict=True):
