@@ -2,8 +2,9 @@
 
 math-verify's own timeouts use ``signal.alarm``, which only works in the main thread, and some inputs
 (``\\boxed{9^{9^{9^{9}}}}``, ``100000!``, deeply nested braces) make sympy run for minutes or eat
-memory. So every item that needs math-verify runs in a worker process with a per-item deadline; a
-worker that misses it is killed and replaced. Plain numbers (most GSM8K-style items) never leave the
+memory. So every item that needs math-verify runs in a worker process with a per-item deadline: the
+worker interrupts itself (SIGALRM) at 80% of it, and the parent kills and replaces a worker that still
+misses it (stuck in C code). Plain numbers (most GSM8K-style items) never leave the
 main process: they are compared exactly as fractions. Results for repeated (answer, reference) pairs
 are cached, as are parsed references inside each worker.
 
@@ -36,12 +37,12 @@ MAX_REFERENCE_CHARS = 10_000
 # Address-space cap per worker, so a runaway sympy computation raises MemoryError instead of
 # taking the machine down.
 WORKER_MEMORY_BYTES = 4 * 1024**3
-MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"
+MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"  # read by r1lab.rewards._worker
 # Workers interrupt themselves at this fraction of the deadline (no respawn needed); the parent kills
 # a worker only when it misses the full deadline (stuck in C code).
 SOFT_TIMEOUT_FRACTION = 0.8
 # Items sent ahead to each worker (see VerifierPool.map).
-PIPELINE_DEPTH = 2  # read by r1lab.rewards._worker
+PIPELINE_DEPTH = 2
 
 
 def default_workers() -> int:
