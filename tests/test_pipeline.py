@@ -130,21 +130,21 @@ def test_resume_after_kill_9(tmp_path, r1lab_cache):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    killed = time.time()
     assert not (tmp_path / "k" / "grpo" / "model").exists()
     from r1lab.train.callbacks import find_resume_checkpoint
 
     last = int(Path(find_resume_checkpoint(ckpts, clean=False)).name.split("-")[1])
 
     # Finish 3 steps after the checkpoint so the test stays fast; the rerun must start there, not at step 1.
-    cmd2 = [c if prev != "--grpo.max_steps" else str(last + 3) for prev, c in zip([""] + cmd, cmd, strict=True)]
+    cmd2 = [c if prev != "--grpo.max_steps" else str(last + 3) for prev, c in zip([""] + cmd[:-1], cmd, strict=True)]
     done = subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=300)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert "resuming from" in log
     rows = [r for r in read_jsonl(tmp_path / "k" / "metrics.jsonl") if r["stage"] == "grpo" and "reward" in r]
-    restart = next(i for i in range(1, len(rows)) if rows[i]["step"] <= rows[i - 1]["step"])
-    assert rows[restart]["step"] == last + 1
-    assert rows[-1]["step"] == last + 3
+    resumed = [r["step"] for r in rows if r["time"] > killed]
+    assert resumed == [last + 1, last + 2, last + 3]
     s = _summary(tmp_path / "k")
     assert [e["status"] for e in s["stages"]] == ["done", "done", "done"]
 
