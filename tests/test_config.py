@@ -22,8 +22,13 @@ def test_trl_fields_pass_through_and_stage_fields_stay_ours():
     run = validate(_run(learning_rate=1e-5, beta=0.04, temperature=0.7, rewards="accuracy,format"))
     stage = run.stages[0]
     assert stage.rewards == ["accuracy", "format"]
-    assert stage.args == {"num_generations": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-5,
-                          "beta": 0.04, "temperature": 0.7}
+    assert stage.args == {
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1e-5,
+        "beta": 0.04,
+        "temperature": 0.7,
+    }
 
 
 def test_bundled_recipes_validate(monkeypatch):
@@ -37,8 +42,16 @@ def test_bundled_recipes_validate(monkeypatch):
 
 
 def test_dotted_overrides_address_stages_by_name_and_parse_values():
-    run = load_config("recipes/r1-zero.yaml", ["model=tiny", "grpo.learning_rate=1e-6", "grpo.use_vllm=true",
-                                               "eval_n=4", "grpo.rewards=[accuracy]"])
+    run = load_config(
+        "recipes/r1-zero.yaml",
+        [
+            "model=tiny",
+            "grpo.learning_rate=1e-6",
+            "grpo.use_vllm=true",
+            "eval_n=4",
+            "grpo.rewards=[accuracy]",
+        ],
+    )
     assert run.model == "tiny" and run.eval_n == 4
     g = run.stage("grpo")
     assert g.args["learning_rate"] == 1e-6 and g.args["use_vllm"] is True and g.rewards == ["accuracy"]
@@ -109,12 +122,24 @@ def test_duplicate_stage_names():
 
 
 def test_stage_data_references():
-    later = {"name": "t", "stages": [{"name": "s", "kind": "sft", "data": "stage:rs"}, {"name": "rs", "kind": "rs"}]}
+    later = {
+        "name": "t",
+        "stages": [{"name": "s", "kind": "sft", "data": "stage:rs"}, {"name": "rs", "kind": "rs"}],
+    }
     assert "which runs later" in _error(lambda: validate(RunConfig.from_dict(later)))
-    not_rs = {"name": "t", "stages": [{"name": "a", "kind": "sft"}, {"name": "b", "kind": "sft", "data": "stage:a"}]}
+    not_rs = {
+        "name": "t",
+        "stages": [{"name": "a", "kind": "sft"}, {"name": "b", "kind": "sft", "data": "stage:a"}],
+    }
     assert "only rs" in _error(lambda: validate(RunConfig.from_dict(not_rs)))
-    validate(RunConfig.from_dict({"name": "t", "stages": [{"name": "r", "kind": "rs"},
-                                                          {"name": "s", "kind": "sft", "data": "stage:r"}]}))
+    validate(
+        RunConfig.from_dict(
+            {
+                "name": "t",
+                "stages": [{"name": "r", "kind": "rs"}, {"name": "s", "kind": "sft", "data": "stage:r"}],
+            }
+        )
+    )
 
 
 def test_missing_data_file(tmp_path):

@@ -15,8 +15,14 @@ from r1lab.io import read_jsonl
 
 # Small budgets that keep every stage real but short.
 TINY = ["--model", "tiny", "--eval_n", "4", "--eval_max_new_tokens", "24", "--system_prompt", "none"]
-TINY_GRPO = ["max_steps=2", "n=8", "num_generations=2", "per_device_train_batch_size=4",
-             "max_completion_length=16", "save_steps=1"]
+TINY_GRPO = [
+    "max_steps=2",
+    "n=8",
+    "num_generations=2",
+    "per_device_train_batch_size=4",
+    "max_completion_length=16",
+    "save_steps=1",
+]
 TINY_SFT = ["max_steps=2", "n=8", "per_device_train_batch_size=4", "save_steps=1"]
 
 
@@ -33,8 +39,19 @@ def _summary(run_dir: Path) -> dict:
 
 
 def test_r1_zero_on_tiny_writes_the_run_directory(tmp_path, r1lab_cache):
-    rc = main(["run", "--config", "recipes/r1-zero.yaml", "--name", "z0", "--output-dir", str(tmp_path), *TINY,
-               *_stage("grpo", TINY_GRPO)])
+    rc = main(
+        [
+            "run",
+            "--config",
+            "recipes/r1-zero.yaml",
+            "--name",
+            "z0",
+            "--output-dir",
+            str(tmp_path),
+            *TINY,
+            *_stage("grpo", TINY_GRPO),
+        ]
+    )
     assert rc == 0
     run = tmp_path / "z0"
     cfg = (run / "config.yaml").read_text()
@@ -55,10 +72,30 @@ def test_r1_zero_on_tiny_writes_the_run_directory(tmp_path, r1lab_cache):
 
 
 def test_r1_recipe_runs_every_stage_kind_on_tiny(tmp_path, r1lab_cache):
-    args = ["run", "--config", "recipes/r1.yaml", "--name", "r1", "--output-dir", str(tmp_path), *TINY,
-            *_stage("cold_start", TINY_SFT), *_stage("grpo1", TINY_GRPO), *_stage("sft2", TINY_SFT),
-            *_stage("grpo2", TINY_GRPO), "--rs.n", "4", "--rs.num_samples", "2", "--rs.max_new_tokens", "16",
-            "--eval.n", "4", "--eval.max_new_tokens", "16"]
+    args = [
+        "run",
+        "--config",
+        "recipes/r1.yaml",
+        "--name",
+        "r1",
+        "--output-dir",
+        str(tmp_path),
+        *TINY,
+        *_stage("cold_start", TINY_SFT),
+        *_stage("grpo1", TINY_GRPO),
+        *_stage("sft2", TINY_SFT),
+        *_stage("grpo2", TINY_GRPO),
+        "--rs.n",
+        "4",
+        "--rs.num_samples",
+        "2",
+        "--rs.max_new_tokens",
+        "16",
+        "--eval.n",
+        "4",
+        "--eval.max_new_tokens",
+        "16",
+    ]
     assert main(args) == 0
     run = tmp_path / "r1"
     s = _summary(run)
@@ -77,8 +114,20 @@ def test_r1_recipe_runs_every_stage_kind_on_tiny(tmp_path, r1lab_cache):
 
 
 def test_seed_recipe_on_tiny_asks_the_sample_question(tmp_path, r1lab_cache, capsys):
-    args = ["run", "--name", "seed", "--output-dir", str(tmp_path), *TINY, *_stage("grpo", TINY_GRPO),
-            *_stage("sft", TINY_SFT), "--inference.max_new_tokens", "16", "--eval_n", "0"]
+    args = [
+        "run",
+        "--name",
+        "seed",
+        "--output-dir",
+        str(tmp_path),
+        *TINY,
+        *_stage("grpo", TINY_GRPO),
+        *_stage("sft", TINY_SFT),
+        "--inference.max_new_tokens",
+        "16",
+        "--eval_n",
+        "0",
+    ]
     assert main(args) == 0
     s = _summary(tmp_path / "seed")
     by = {e["name"]: e for e in s["stages"]}
@@ -91,8 +140,19 @@ def test_seed_recipe_on_tiny_asks_the_sample_question(tmp_path, r1lab_cache, cap
 
 
 def test_config_errors_exit_2_before_loading_a_model(tmp_path, capsys):
-    rc = main(["run", "--config", "recipes/r1-zero.yaml", "--output-dir", str(tmp_path), "--model", "tiny",
-               "--grpo.num_generations", "3"])
+    rc = main(
+        [
+            "run",
+            "--config",
+            "recipes/r1-zero.yaml",
+            "--output-dir",
+            str(tmp_path),
+            "--model",
+            "tiny",
+            "--grpo.num_generations",
+            "3",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "num_generations" in err
     assert not (tmp_path / "r1-zero").exists()
@@ -102,8 +162,23 @@ def test_config_errors_exit_2_before_loading_a_model(tmp_path, capsys):
 
 
 def test_single_stage_verbs_dry_run(capsys):
-    assert main(["grpo", "--model", "tiny", "--n", "8", "--max_steps", "3", "--rewards", "accuracy,format",
-                 "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "grpo",
+                "--model",
+                "tiny",
+                "--n",
+                "8",
+                "--max_steps",
+                "3",
+                "--rewards",
+                "accuracy,format",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "kind: grpo" in out and "max_steps: 3" in out and "n: 8" in out and "- format" in out
     assert main(["sft", "--config", "recipes/seed.yaml", "--model", "tiny", "--dry-run"]) == 0
@@ -113,11 +188,35 @@ def test_single_stage_verbs_dry_run(capsys):
 @pytest.mark.slow
 def test_resume_after_kill_9(tmp_path, r1lab_cache):
     """SIGKILL mid-GRPO; the rerun resumes from the last complete checkpoint, a third run skips everything."""
-    cmd = [sys.executable, "-m", "r1lab", "run", "--config", "recipes/seed.yaml", "--name", "k",
-           "--output-dir", str(tmp_path), *TINY, "--eval_n", "0",
-           *_stage("grpo", ["max_steps=400", "n=8", "num_generations=2", "per_device_train_batch_size=4",
-                            "max_completion_length=16", "save_steps=3"]),
-           *_stage("sft", TINY_SFT), "--inference.max_new_tokens", "8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "r1lab",
+        "run",
+        "--config",
+        "recipes/seed.yaml",
+        "--name",
+        "k",
+        "--output-dir",
+        str(tmp_path),
+        *TINY,
+        "--eval_n",
+        "0",
+        *_stage(
+            "grpo",
+            [
+                "max_steps=400",
+                "n=8",
+                "num_generations=2",
+                "per_device_train_batch_size=4",
+                "max_completion_length=16",
+                "save_steps=3",
+            ],
+        ),
+        *_stage("sft", TINY_SFT),
+        "--inference.max_new_tokens",
+        "8",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", R1LAB_CACHE=str(r1lab_cache))
     ckpts = tmp_path / "k" / "grpo" / "checkpoints"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,7 +236,10 @@ def test_resume_after_kill_9(tmp_path, r1lab_cache):
     last = int(Path(find_resume_checkpoint(ckpts, clean=False)).name.split("-")[1])
 
     # Finish 3 steps after the checkpoint so the test stays fast; the rerun must start there, not at step 1.
-    cmd2 = [c if prev != "--grpo.max_steps" else str(last + 3) for prev, c in zip([""] + cmd[:-1], cmd, strict=True)]
+    cmd2 = [
+        c if prev != "--grpo.max_steps" else str(last + 3)
+        for prev, c in zip([""] + cmd[:-1], cmd, strict=True)
+    ]
     done = subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=300)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]

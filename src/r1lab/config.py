@@ -79,10 +79,32 @@ STAGE_FIELDS = {f.name for f in dataclasses.fields(StageConfig)} - {"args"}
 KIND_FIELDS = {
     "grpo": {"name", "kind", "model", "data", "split", "n", "rewards", "reward_params", "evaluate"},
     "sft": {"name", "kind", "model", "data", "split", "n", "evaluate"},
-    "rs": {"name", "kind", "model", "data", "split", "n", "num_samples", "temperature", "max_new_tokens",
-           "batch_size", "max_per_prompt", "evaluate"},
-    "eval": {"name", "kind", "model", "data", "split", "n", "num_samples", "temperature", "max_new_tokens",
-             "batch_size"},
+    "rs": {
+        "name",
+        "kind",
+        "model",
+        "data",
+        "split",
+        "n",
+        "num_samples",
+        "temperature",
+        "max_new_tokens",
+        "batch_size",
+        "max_per_prompt",
+        "evaluate",
+    },
+    "eval": {
+        "name",
+        "kind",
+        "model",
+        "data",
+        "split",
+        "n",
+        "num_samples",
+        "temperature",
+        "max_new_tokens",
+        "batch_size",
+    },
     "inference": {"name", "kind", "model", "questions", "temperature", "max_new_tokens"},
 }
 
@@ -132,18 +154,25 @@ class RunConfig:
         unknown = [k for k in data if k not in run_fields]
         if unknown:
             raise UserError(
-                f"{where}: unknown run field {unknown[0]!r}", hint=_close_hint(unknown[0], run_fields | {"stages"})
+                f"{where}: unknown run field {unknown[0]!r}",
+                hint=_close_hint(unknown[0], run_fields | {"stages"}),
             )
         run = cls(**data, source=source)
         if not isinstance(raw_stages, list):
-            raise UserError(f"{where}: 'stages' must be a list", hint="write `stages:` then `- name: ...` items")
+            raise UserError(
+                f"{where}: 'stages' must be a list", hint="write `stages:` then `- name: ...` items"
+            )
         for i, raw in enumerate(raw_stages):
             run.stages.append(_stage_from_dict(raw, f"{where}: stages[{i}]"))
         return run
 
     def to_dict(self) -> dict:
         """A plain dict (the resolved recipe written to ``runs/<name>/config.yaml``)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("stages", "source")}
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("stages", "source")
+        }
         out["stages"] = []
         for s in self.stages:
             d = {"name": s.name, "kind": s.kind}
@@ -160,8 +189,10 @@ def _stage_from_dict(raw: Any, where: str) -> StageConfig:
     raw = dict(raw)
     kind = raw.get("kind")
     if kind not in KINDS:
-        raise UserError(f"{where}: stage kind {kind!r} is not one of {', '.join(KINDS)}",
-                        hint=_close_hint(str(kind), set(KINDS)) or "set `kind:`")
+        raise UserError(
+            f"{where}: stage kind {kind!r} is not one of {', '.join(KINDS)}",
+            hint=_close_hint(str(kind), set(KINDS)) or "set `kind:`",
+        )
     name = raw.get("name") or kind
     raw["name"] = str(name)
     where = f"{where} ({name})"
@@ -171,8 +202,10 @@ def _stage_from_dict(raw: Any, where: str) -> StageConfig:
     if raw and kind not in TRAINING_KINDS:
         bad = next(iter(raw))
         if bad in STAGE_FIELDS:
-            raise UserError(f"{where}: field {bad!r} does not apply to a {kind} stage",
-                            hint=f"{kind} stages take: {', '.join(sorted(KIND_FIELDS[kind] - {'name', 'kind'}))}")
+            raise UserError(
+                f"{where}: field {bad!r} does not apply to a {kind} stage",
+                hint=f"{kind} stages take: {', '.join(sorted(KIND_FIELDS[kind] - {'name', 'kind'}))}",
+            )
         raise UserError(
             f"{where}: unknown field {bad!r} for a {kind} stage",
             hint=_close_hint(bad, KIND_FIELDS[kind]) or f"it takes: {', '.join(sorted(KIND_FIELDS[kind]))}",
@@ -192,7 +225,9 @@ def _close_hint(name: str, choices) -> str | None:
 # ------------------------------------------------------------------------------------------ loading
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None
+) -> RunConfig:
     """Read a recipe YAML (or start empty) and apply overrides; does not validate (see :func:`validate`).
 
     ``overrides`` is a list of ``key=value`` strings (``"model=tiny"``, ``"grpo.learning_rate=1e-6"``: a
@@ -247,7 +282,9 @@ def apply_overrides(data: dict, overrides: list[str] | dict, *, source: str = "r
             data[key] = value
             continue
         stage_name, field_name = key.split(".", 1)
-        matches = [s for s in stages if isinstance(s, dict) and (s.get("name") or s.get("kind")) == stage_name]
+        matches = [
+            s for s in stages if isinstance(s, dict) and (s.get("name") or s.get("kind")) == stage_name
+        ]
         if not matches:
             names = [str(s.get("name") or s.get("kind")) for s in stages if isinstance(s, dict)]
             raise UserError(
@@ -260,7 +297,9 @@ def apply_overrides(data: dict, overrides: list[str] | dict, *, source: str = "r
 
 def _split_override(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise UserError(f"override {text!r} has no value", hint="write key=value, e.g. grpo.learning_rate=1e-6")
+        raise UserError(
+            f"override {text!r} has no value", hint="write key=value, e.g. grpo.learning_rate=1e-6"
+        )
     key, value = text.split("=", 1)
     return key.strip().lstrip("-"), value
 
@@ -293,9 +332,13 @@ def validate(run: RunConfig) -> RunConfig:
     """Check a run before any model loads; raise :class:`UserError` with the fix for the first problem."""
     where = run.source or "recipe"
     if not run.name or "/" in run.name or run.name.startswith("."):
-        raise UserError(f"{where}: bad run name {run.name!r}", hint="use a plain folder name, e.g. --name demo")
+        raise UserError(
+            f"{where}: bad run name {run.name!r}", hint="use a plain folder name, e.g. --name demo"
+        )
     if not run.stages:
-        raise UserError(f"{where}: the run has no stages", hint="add a `stages:` list (see recipes/seed.yaml)")
+        raise UserError(
+            f"{where}: the run has no stages", hint="add a `stages:` list (see recipes/seed.yaml)"
+        )
     if not str(run.model or "").strip():
         raise UserError(f"{where}: no model", hint="set `model:` or pass --model tiny|smollm2-135m|<path>")
     if run.eval_n < 0:
@@ -315,7 +358,9 @@ def validate(run: RunConfig) -> RunConfig:
             _validate_rewards(stage, here)
         if stage.kind == "rs":
             if stage.num_samples < 1 or stage.max_per_prompt < 1:
-                raise UserError(f"{here}: num_samples and max_per_prompt must be >= 1", hint="e.g. num_samples: 4")
+                raise UserError(
+                    f"{here}: num_samples and max_per_prompt must be >= 1", hint="e.g. num_samples: 4"
+                )
         if stage.kind == "inference" and not stage.questions:
             stage.questions = [DEFAULT_QUESTION]
         _validate_data(stage, run, seen, here, i)
@@ -338,8 +383,10 @@ def _validate_trl_args(stage: StageConfig, here: str) -> None:
             )
     reserved = {"output_dir"}
     for key in reserved & set(stage.args):
-        raise UserError(f"{here}: {key} is set by r1lab (runs/<name>/<stage>/checkpoints)",
-                        hint="set the run's `output_dir`/`name` instead")
+        raise UserError(
+            f"{here}: {key} is set by r1lab (runs/<name>/<stage>/checkpoints)",
+            hint="set the run's `output_dir`/`name` instead",
+        )
     if stage.kind == "grpo":
         _validate_grpo_batch(stage, here, cls)
 
@@ -362,23 +409,31 @@ def _validate_grpo_batch(stage: StageConfig, here: str, cls) -> None:
     g = int(get("num_generations"))
     procs = world_size()
     if g < 2:
-        raise UserError(f"{here}: num_generations={g}, but GRPO needs at least 2 completions per prompt",
-                        hint="set num_generations: 2 or more")
+        raise UserError(
+            f"{here}: num_generations={g}, but GRPO needs at least 2 completions per prompt",
+            hint="set num_generations: 2 or more",
+        )
     gen_bs, steps = a.get("generation_batch_size"), a.get("steps_per_generation")
     if gen_bs is not None and steps is not None:
-        raise UserError(f"{here}: set generation_batch_size or steps_per_generation, not both",
-                        hint="remove one of them")
+        raise UserError(
+            f"{here}: set generation_batch_size or steps_per_generation, not both", hint="remove one of them"
+        )
     if gen_bs is None:
         gen_bs = bs * procs * int(steps if steps is not None else ga)
-        how = (f"per_device_train_batch_size ({bs}) x processes ({procs}) x "
-               f"{'steps_per_generation' if steps is not None else 'gradient_accumulation_steps'} "
-               f"({steps if steps is not None else ga}) = {gen_bs}")
+        how = (
+            f"per_device_train_batch_size ({bs}) x processes ({procs}) x "
+            f"{'steps_per_generation' if steps is not None else 'gradient_accumulation_steps'} "
+            f"({steps if steps is not None else ga}) = {gen_bs}"
+        )
     else:
         gen_bs = int(gen_bs)
         how = f"generation_batch_size = {gen_bs}"
         if gen_bs % (bs * procs):
-            raise UserError(f"{here}: generation_batch_size ({gen_bs}) is not a multiple of the global batch "
-                            f"({bs} x {procs} processes)", hint=f"use a multiple of {bs * procs}")
+            raise UserError(
+                f"{here}: generation_batch_size ({gen_bs}) is not a multiple of the global batch "
+                f"({bs} x {procs} processes)",
+                hint=f"use a multiple of {bs * procs}",
+            )
     if gen_bs % g:
         ok = [k for k in range(2, gen_bs + 1) if gen_bs % k == 0]
         raise UserError(
@@ -402,8 +457,10 @@ def _validate_rewards(stage: StageConfig, here: str) -> None:
                 raise UserError(f"{here}: unknown reward {name!r}", hint=hint)
     weights = stage.args.get("reward_weights")
     if weights is not None and len(weights) != len(stage.rewards):
-        raise UserError(f"{here}: {len(weights)} reward_weights for {len(stage.rewards)} rewards",
-                        hint="give one weight per reward, in the same order")
+        raise UserError(
+            f"{here}: {len(weights)} reward_weights for {len(stage.rewards)} rewards",
+            hint="give one weight per reward, in the same order",
+        )
 
 
 def _validate_data(stage: StageConfig, run: RunConfig, seen: dict, here: str, index: int) -> None:
@@ -413,13 +470,17 @@ def _validate_data(stage: StageConfig, run: RunConfig, seen: dict, here: str, in
     if src.startswith("stage:"):
         ref = src.split(":", 1)[1]
         if ref not in seen:
-            later = [s.name for s in run.stages[index + 1:]]
+            later = [s.name for s in run.stages[index + 1 :]]
             why = "runs later" if ref in later else "does not exist"
-            raise UserError(f"{here}: data {src!r} refers to stage {ref!r}, which {why}",
-                            hint="refer to an earlier rs stage by name")
+            raise UserError(
+                f"{here}: data {src!r} refers to stage {ref!r}, which {why}",
+                hint="refer to an earlier rs stage by name",
+            )
         if seen[ref].kind != "rs":
-            raise UserError(f"{here}: data {src!r} refers to a {seen[ref].kind} stage",
-                            hint="only rs (rejection sampling) stages write data; refer to one of those")
+            raise UserError(
+                f"{here}: data {src!r} refers to a {seen[ref].kind} stage",
+                hint="only rs (rejection sampling) stages write data; refer to one of those",
+            )
         return
     if _looks_like_path(src) and not Path(src).exists():
         raise UserError(f"{here}: data file not found: {src}", hint="check the path, or use data: builtin")

@@ -113,12 +113,21 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | 
     from r1lab.evaluate import evaluate
 
     with main_process_first():
-        ds = load_eval_dataset(run.eval_data, split="test", n=run.eval_n, system_prompt=run.system_prompt,
-                               seed=run.seed)
+        ds = load_eval_dataset(
+            run.eval_data, split="test", n=run.eval_n, system_prompt=run.system_prompt, seed=run.seed
+        )
     log.info("measuring %s on %d held-out problems", label, len(ds))
-    result = evaluate(model, ds, n_samples=1, temperature=0.0, max_new_tokens=run.eval_max_new_tokens,
-                      batch_size=run.eval_batch_size, out_dir=run.run_dir / "evals" / label, seed=run.seed,
-                      across_processes=True)  # split over the processes under accelerate launch
+    result = evaluate(
+        model,
+        ds,
+        n_samples=1,
+        temperature=0.0,
+        max_new_tokens=run.eval_max_new_tokens,
+        batch_size=run.eval_batch_size,
+        out_dir=run.run_dir / "evals" / label,
+        seed=run.seed,
+        across_processes=True,
+    )  # split over the processes under accelerate launch
     return _key_metrics(result)
 
 
@@ -189,12 +198,25 @@ def _run_eval(stage: StageConfig, run: RunConfig, model: str, stage_dir: Path) -
     from r1lab.evaluate import evaluate
 
     with main_process_first():
-        ds = load_eval_dataset(stage.data or run.eval_data, split=stage.split if stage.split != "train" else "test",
-                               n=stage.n, system_prompt=run.system_prompt, seed=run.seed)
+        ds = load_eval_dataset(
+            stage.data or run.eval_data,
+            split=stage.split if stage.split != "train" else "test",
+            n=stage.n,
+            system_prompt=run.system_prompt,
+            seed=run.seed,
+        )
     temperature = 0.0 if stage.temperature is None else stage.temperature
-    return evaluate(model, ds, n_samples=stage.num_samples if temperature > 0 else 1, temperature=temperature,
-                    max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size, out_dir=stage_dir,
-                    seed=run.seed, across_processes=True)  # split over the processes under accelerate launch
+    return evaluate(
+        model,
+        ds,
+        n_samples=stage.num_samples if temperature > 0 else 1,
+        temperature=temperature,
+        max_new_tokens=stage.max_new_tokens,
+        batch_size=stage.batch_size,
+        out_dir=stage_dir,
+        seed=run.seed,
+        across_processes=True,
+    )  # split over the processes under accelerate launch
 
 
 def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) -> list[dict]:
@@ -205,9 +227,20 @@ def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) ->
     for q in stage.questions:
         row = {"question": q}
         for label, spec in (("base", base), ("final", model)):
-            a = ask(spec, q, system_prompt=run.system_prompt, temperature=temperature,
-                    max_new_tokens=stage.max_new_tokens, seed=run.seed)
-            row[label] = {"text": a.text, "answer": a.answer, "n_tokens": a.n_tokens, "truncated": a.truncated}
+            a = ask(
+                spec,
+                q,
+                system_prompt=run.system_prompt,
+                temperature=temperature,
+                max_new_tokens=stage.max_new_tokens,
+                seed=run.seed,
+            )
+            row[label] = {
+                "text": a.text,
+                "answer": a.answer,
+                "n_tokens": a.n_tokens,
+                "truncated": a.truncated,
+            }
         out.append(row)
     return out
 
@@ -251,8 +284,10 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
             continue
         if skip:
             if stage.writes_model:
-                raise UserError(f"stage {stage.name!r} has not run yet, so later stages have no model to start from",
-                                hint=f"include it: --only {stage.name},...")
+                raise UserError(
+                    f"stage {stage.name!r} has not run yet, so later stages have no model to start from",
+                    hint=f"include it: --only {stage.name},...",
+                )
             continue
         start_model = stage.model or current
         log.info("stage %s (%s) from %s", stage.name, stage.kind, start_model)
@@ -263,8 +298,12 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
         if empty:
             # Nothing to learn from (the rejection-sampling stage solved no prompts): say so, keep the model.
             log.warning("%s: skipped, %s", stage.name, empty)
-            entry.update(status="skipped", achieved=f"skipped: {empty}", model=start_model,
-                         seconds=round(time.time() - t0, 1))
+            entry.update(
+                status="skipped",
+                achieved=f"skipped: {empty}",
+                model=start_model,
+                seconds=round(time.time() - t0, 1),
+            )
             _save_summary(run, summary)
             continue
         if stage.trains:
@@ -284,7 +323,9 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
             result = _run_eval(stage, run, start_model, stage_dir)
             entry.update(model=start_model, metrics_after=_key_metrics(result), result=result)
         elif stage.kind == "inference":
-            entry.update(model=start_model, answers=_main_only(_run_inference, stage, run, start_model, run.model))
+            entry.update(
+                model=start_model, answers=_main_only(_run_inference, stage, run, start_model, run.model)
+            )
         entry.update(status="done", seconds=round(time.time() - t0, 1))
         _save_summary(run, summary)
     summary["final_model"] = current
@@ -362,8 +403,12 @@ def _note_config_change(run: RunConfig, path: Path) -> None:
     old_stages = {s.get("name"): s for s in old.get("stages", []) if isinstance(s, dict)}
     changed = [s["name"] for s in new["stages"] if s["name"] in old_stages and old_stages[s["name"]] != s]
     if changed or old.get("model") != new.get("model"):
-        log.warning("%s: settings differ from the earlier run (%s); finished stages are kept as they are — use "
-                    "a new --name to start over", path.parent, ", ".join(changed) or "model")
+        log.warning(
+            "%s: settings differ from the earlier run (%s); finished stages are kept as they are — use "
+            "a new --name to start over",
+            path.parent,
+            ", ".join(changed) or "model",
+        )
 
 
 def _write_report(run_dir: Path) -> None:
@@ -395,20 +440,36 @@ def summary_tables(summary: dict) -> list:
         if e.get("kind") == "rs" and e.get("stats"):
             st = e["stats"]
             note = f"kept {st['kept']} of {st['samples']} samples ({st['prompts_solved']}/{st['prompts']} prompts)"
-        stages.add_row(e.get("name", ""), e.get("kind", ""), e.get("status", ""), _secs(e.get("seconds")),
-                       _pct(m.get("accuracy")), _pct(m.get("format_rate")), _num(m.get("mean_completion_tokens")),
-                       note)
+        stages.add_row(
+            e.get("name", ""),
+            e.get("kind", ""),
+            e.get("status", ""),
+            _secs(e.get("seconds")),
+            _pct(m.get("accuracy")),
+            _pct(m.get("format_rate")),
+            _num(m.get("mean_completion_tokens")),
+            note,
+        )
     tables = [stages]
     base, final = summary.get("base_metrics"), summary.get("final_metrics")
     if base and final:
         cmp = Table(title=f"base vs final on {base.get('n_items')} held-out problems")
         for col in ("model", "accuracy", "format rate", "mean tokens", "truncated"):
             cmp.add_column(col)
-        cmp.add_row(f"base ({summary.get('model')})", _pct(base.get("accuracy")), _pct(base.get("format_rate")),
-                    _num(base.get("mean_completion_tokens")), _pct(base.get("truncation_rate")))
-        cmp.add_row(f"final ({summary.get('final_model')})", _pct(final.get("accuracy")),
-                    _pct(final.get("format_rate")), _num(final.get("mean_completion_tokens")),
-                    _pct(final.get("truncation_rate")))
+        cmp.add_row(
+            f"base ({summary.get('model')})",
+            _pct(base.get("accuracy")),
+            _pct(base.get("format_rate")),
+            _num(base.get("mean_completion_tokens")),
+            _pct(base.get("truncation_rate")),
+        )
+        cmp.add_row(
+            f"final ({summary.get('final_model')})",
+            _pct(final.get("accuracy")),
+            _pct(final.get("format_rate")),
+            _num(final.get("mean_completion_tokens")),
+            _pct(final.get("truncation_rate")),
+        )
         tables.append(cmp)
     for e in summary.get("stages", []):
         for row in e.get("answers") or []:

@@ -10,8 +10,15 @@ def tiny_run(tmp_path, r1lab_cache):
     """A factory for a one-run config on the tiny model, writing under tmp_path."""
 
     def make(*stages, **run_fields) -> RunConfig:
-        data = {"name": "t", "model": "tiny", "output_dir": str(tmp_path / "runs"), "system_prompt": None,
-                "eval_n": 0, "report": False, "stages": list(stages)}
+        data = {
+            "name": "t",
+            "model": "tiny",
+            "output_dir": str(tmp_path / "runs"),
+            "system_prompt": None,
+            "eval_n": 0,
+            "report": False,
+            "stages": list(stages),
+        }
         data.update(run_fields)
         return RunConfig.from_dict(data)
 

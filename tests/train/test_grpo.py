@@ -8,8 +8,15 @@ from r1lab.io import read_jsonl
 from r1lab.train.callbacks import COMPLETE
 from r1lab.train.grpo import run_grpo
 
-GRPO = {"name": "grpo", "kind": "grpo", "max_steps": 3, "save_steps": 2, "num_generations": 4,
-        "per_device_train_batch_size": 4, "max_completion_length": 12}
+GRPO = {
+    "name": "grpo",
+    "kind": "grpo",
+    "max_steps": 3,
+    "save_steps": 2,
+    "num_generations": 4,
+    "per_device_train_batch_size": 4,
+    "max_completion_length": 12,
+}
 
 
 class RecordingReward:
@@ -31,8 +38,14 @@ def test_solution_reaches_rewards_and_run_logs_are_written(tiny_run):
     run = tiny_run(GRPO)
     ds = grpo_rows(8)
     reward = RecordingReward()
-    out = run_grpo(run.stages[0], run, model_spec="tiny", stage_dir=run.run_dir / "grpo",
-                   reward_funcs=[reward], dataset=ds)
+    out = run_grpo(
+        run.stages[0],
+        run,
+        model_spec="tiny",
+        stage_dir=run.run_dir / "grpo",
+        reward_funcs=[reward],
+        dataset=ds,
+    )
 
     answers = set(ds["solution"])
     assert reward.calls and all(set(c) <= answers for c in reward.calls)
@@ -44,8 +57,15 @@ def test_solution_reaches_rewards_and_run_logs_are_written(tiny_run):
     assert [r["step"] for r in steps] == [1, 2, 3]
     for r in steps:
         assert r["stage"] == "grpo" and isinstance(r["time"], float)
-        for key in ("loss", "reward", "reward_std", "rewards/recording/mean", "completions/mean_length",
-                    "frac_reward_zero_std", "learning_rate"):
+        for key in (
+            "loss",
+            "reward",
+            "reward_std",
+            "rewards/recording/mean",
+            "completions/mean_length",
+            "frac_reward_zero_std",
+            "learning_rate",
+        ):
             assert key in r, key
 
     samples = list(read_jsonl(run.run_dir / "samples.jsonl"))

@@ -61,24 +61,50 @@ def test_grpo_after_sft_beats_sft_alone(tiny_run):
 
     quiet = {"save_strategy": "no", "report_to": [], "disable_tqdm": True, "logging_steps": 10}
     run = tiny_run(
-        {"name": "sft", "kind": "sft", "max_steps": 200, "learning_rate": 3e-3, "per_device_train_batch_size": 16,
-         "lr_scheduler_type": "cosine", "warmup_steps": 20, **quiet},
-        {"name": "grpo", "kind": "grpo", "max_steps": 120, "learning_rate": 1e-4, "num_generations": 8,
-         "per_device_train_batch_size": 32, "max_completion_length": MAX_TOKENS, "temperature": 1.0,
-         "beta": 0.0, "lr_scheduler_type": "constant", **quiet},
+        {
+            "name": "sft",
+            "kind": "sft",
+            "max_steps": 200,
+            "learning_rate": 3e-3,
+            "per_device_train_batch_size": 16,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 20,
+            **quiet,
+        },
+        {
+            "name": "grpo",
+            "kind": "grpo",
+            "max_steps": 120,
+            "learning_rate": 1e-4,
+            "num_generations": 8,
+            "per_device_train_batch_size": 32,
+            "max_completion_length": MAX_TOKENS,
+            "temperature": 1.0,
+            "beta": 0.0,
+            "lr_scheduler_type": "constant",
+            **quiet,
+        },
     )
     sft_stage, grpo_stage = run.stages
     sft_model = run_sft(sft_stage, run, model_spec="tiny", stage_dir=run.run_dir / "sft", dataset=sft_ds)
     before = heldout_accuracy(sft_model, test)
     print(f"SFT alone: {sum(before) / N_TEST:.3f}", flush=True)
 
-    grpo_model = run_grpo(grpo_stage, run, model_spec=str(sft_model), stage_dir=run.run_dir / "grpo",
-                          dataset=grpo_ds, reward_funcs=get_reward_funcs(["accuracy"]))
+    grpo_model = run_grpo(
+        grpo_stage,
+        run,
+        model_spec=str(sft_model),
+        stage_dir=run.run_dir / "grpo",
+        dataset=grpo_ds,
+        reward_funcs=get_reward_funcs(["accuracy"]),
+    )
     after = heldout_accuracy(grpo_model, test)
 
     acc_before, acc_after = sum(before) / N_TEST, sum(after) / N_TEST
     fixed = sum(a and not b for a, b in zip(after, before, strict=True))
     broken = sum(b and not a for a, b in zip(after, before, strict=True))
-    print(f"held-out accuracy: SFT {acc_before:.3f} -> SFT+GRPO {acc_after:.3f} (fixed {fixed}, broke {broken})")
+    print(
+        f"held-out accuracy: SFT {acc_before:.3f} -> SFT+GRPO {acc_after:.3f} (fixed {fixed}, broke {broken})"
+    )
     assert acc_after >= acc_before + MARGIN, (acc_before, acc_after, fixed, broken)
     assert fixed > broken

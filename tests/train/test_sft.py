@@ -14,8 +14,9 @@ SFT = {"name": "sft", "kind": "sft", "max_steps": 2, "per_device_train_batch_siz
 def test_only_the_assistant_turn_is_trained_on(tiny_run):
     run = tiny_run(SFT)
     ds = sft_rows(4)
-    trainer, tok = build_sft_trainer(run.stages[0], run, model_spec="tiny", stage_dir=run.run_dir / "sft",
-                                     dataset=ds)
+    trainer, tok = build_sft_trainer(
+        run.stages[0], run, model_spec="tiny", stage_dir=run.run_dir / "sft", dataset=ds
+    )
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labels, ids = batch["labels"][0], batch["input_ids"][0]
     trained = tok.decode(ids[labels != -100])
@@ -47,8 +48,9 @@ def test_sft_starts_from_the_given_model(tiny_run, tmp_path):
     base.save_pretrained(prev)
     tok.save_pretrained(prev)
     run = tiny_run(dict(SFT, max_steps=1))
-    trainer, _ = build_sft_trainer(run.stages[0], run, model_spec=str(prev), stage_dir=run.run_dir / "sft",
-                                   dataset=sft_rows(2))
+    trainer, _ = build_sft_trainer(
+        run.stages[0], run, model_spec=str(prev), stage_dir=run.run_dir / "sft", dataset=sft_rows(2)
+    )
     name, param = next(iter(trainer.model.named_parameters()))
     assert torch.allclose(param.detach().cpu(), dict(base.named_parameters())[name].detach().cpu())
 

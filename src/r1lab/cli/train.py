@@ -100,26 +100,46 @@ def register(sub) -> None:
     """Add the ``run``, ``grpo``, ``sft`` and ``rs`` verbs."""
     from r1lab.cli import HelpFormatter, add_common_flags
 
-    p = sub.add_parser("run", help="run a recipe: GRPO -> SFT -> inference (resumable)",
-                       description=RUN_DESCRIPTION, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="run a recipe: GRPO -> SFT -> inference (resumable)",
+        description=RUN_DESCRIPTION,
+        formatter_class=HelpFormatter,
+    )
     p.__class__ = RunOverridesParser
     p.allow_abbrev = False  # `--n 64` must not turn into `--name 64`
-    p.add_argument("--config", default="recipes/seed.yaml",
-                   help="recipe YAML, or the name of a bundled recipe (seed, r1, r1-zero)")
+    p.add_argument(
+        "--config",
+        default="recipes/seed.yaml",
+        help="recipe YAML, or the name of a bundled recipe (seed, r1, r1-zero)",
+    )
     _run_level_flags(p)
-    p.add_argument("--only", default=argparse.SUPPRESS, help="comma-separated stage names to run (others are skipped)")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe, run nothing")
+    p.add_argument(
+        "--only", default=argparse.SUPPRESS, help="comma-separated stage names to run (others are skipped)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate and print the resolved recipe, run nothing"
+    )
     add_common_flags(p)
     p.set_defaults(func=_run_handler)
 
     for kind in ("grpo", "sft", "rs"):
-        help_ = {"grpo": "one GRPO stage", "sft": "one SFT stage (assistant-only loss)",
-                 "rs": "rejection sampling: write SFT data from correct samples"}[kind]
-        sp = sub.add_parser(kind, help=help_, description=STAGE_DESCRIPTIONS[kind], formatter_class=HelpFormatter)
+        help_ = {
+            "grpo": "one GRPO stage",
+            "sft": "one SFT stage (assistant-only loss)",
+            "rs": "rejection sampling: write SFT data from correct samples",
+        }[kind]
+        sp = sub.add_parser(
+            kind, help=help_, description=STAGE_DESCRIPTIONS[kind], formatter_class=HelpFormatter
+        )
         sp.__class__ = StageOverridesParser
         sp.allow_abbrev = False
-        sp.add_argument("--config", default=None, help="take the stage's defaults from this recipe (see --stage)")
-        sp.add_argument("--stage", default=None, help=f"which stage of --config to use (the first {kind} if not given)")
+        sp.add_argument(
+            "--config", default=None, help="take the stage's defaults from this recipe (see --stage)"
+        )
+        sp.add_argument(
+            "--stage", default=None, help=f"which stage of --config to use (the first {kind} if not given)"
+        )
         _run_level_flags(sp)
         sp.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe")
         add_common_flags(sp)
@@ -130,11 +150,19 @@ def _run_level_flags(p) -> None:
     # SUPPRESS: an absent flag leaves the recipe's value alone (and the help shows no "default: None").
     none = argparse.SUPPRESS
     p.add_argument("--name", default=none, help="run name: outputs go to OUTPUT_DIR/NAME")
-    p.add_argument("--model", default=none, help="model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id")
-    p.add_argument("--data", default=none, help="training data: builtin[:level=N], a hub name, or a local file")
-    p.add_argument("--output-dir", dest="output_dir", default=none, help="where runs go (the recipe says runs)")
+    p.add_argument(
+        "--model", default=none, help="model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id"
+    )
+    p.add_argument(
+        "--data", default=none, help="training data: builtin[:level=N], a hub name, or a local file"
+    )
+    p.add_argument(
+        "--output-dir", dest="output_dir", default=none, help="where runs go (the recipe says runs)"
+    )
     p.add_argument("--seed", type=int, default=none, help="random seed")
-    p.add_argument("--lora", action="store_true", default=none, help="train LoRA adapters (merged when saved)")
+    p.add_argument(
+        "--lora", action="store_true", default=none, help="train LoRA adapters (merged when saved)"
+    )
 
 
 def resolve_recipe_path(value: str) -> Path:
@@ -177,13 +205,18 @@ def _stage_handler(args) -> int:
         (run_overrides if "." in key else stage_overrides).append(o)
     if args.config:
         base = load_config(resolve_recipe_path(args.config)).to_dict()
-        candidates = [s for s in base["stages"] if (args.stage and s["name"] == args.stage)
-                      or (not args.stage and s["kind"] == kind)]
+        candidates = [
+            s
+            for s in base["stages"]
+            if (args.stage and s["name"] == args.stage) or (not args.stage and s["kind"] == kind)
+        ]
         if not candidates:
             from r1lab.errors import UserError
 
-            raise UserError(f"{args.config} has no {'stage ' + args.stage if args.stage else kind + ' stage'}",
-                            hint="pick one with --stage NAME")
+            raise UserError(
+                f"{args.config} has no {'stage ' + args.stage if args.stage else kind + ' stage'}",
+                hint="pick one with --stage NAME",
+            )
         stage = dict(candidates[0], name=kind)
         base["stages"] = [stage]
     else:

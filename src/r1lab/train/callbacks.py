@@ -100,16 +100,21 @@ class RunLog(TrainerCallback):
         solutions = list(recorded.get("extra", {}).get("solution", []))
         n = len(completions)
         # Spread the picks over the batch so different prompts show up.
-        picks = sorted({round(i * (n - 1) / max(1, self.samples_per_log - 1)) for i in range(self.samples_per_log)})
+        picks = sorted(
+            {round(i * (n - 1) / max(1, self.samples_per_log - 1)) for i in range(self.samples_per_log)}
+        )
         for i in picks[:n]:
-            append_jsonl(self.samples_path, {
-                "stage": self.stage,
-                "step": step,
-                "prompt": _text(prompts[i]),
-                "completion": _text(completions[i]),
-                "solution": solutions[i] if i < len(solutions) else None,
-                "rewards": {name: _num(v[i]) for name, v in rewards.items() if i < len(v)},
-            })
+            append_jsonl(
+                self.samples_path,
+                {
+                    "stage": self.stage,
+                    "step": step,
+                    "prompt": _text(prompts[i]),
+                    "completion": _text(completions[i]),
+                    "solution": solutions[i] if i < len(solutions) else None,
+                    "rewards": {name: _num(v[i]) for name, v in rewards.items() if i < len(v)},
+                },
+            )
 
 
 def _text(x) -> str:
@@ -118,7 +123,7 @@ def _text(x) -> str:
     if isinstance(x, list):  # chat messages: the last user turn, or the completion's content
         contents = [m.get("content", "") for m in x if isinstance(m, dict)]
         users = [m.get("content", "") for m in x if isinstance(m, dict) and m.get("role") == "user"]
-        return (users[-1] if users else "\n".join(str(c) for c in contents))
+        return users[-1] if users else "\n".join(str(c) for c in contents)
     return str(x)
 
 

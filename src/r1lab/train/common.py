@@ -37,8 +37,15 @@ def trl_defaults(stage: StageConfig, run: RunConfig, output_dir: Path) -> dict[s
         "max_steps": 20,
     }
     if stage.kind == "grpo":
-        d.update({"num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 128,
-                  "remove_unused_columns": False, "log_completions": False})
+        d.update(
+            {
+                "num_generations": 4,
+                "per_device_train_batch_size": 4,
+                "max_completion_length": 128,
+                "remove_unused_columns": False,
+                "log_completions": False,
+            }
+        )
     return d
 
 
@@ -69,8 +76,10 @@ def build_trl_args(stage: StageConfig, run: RunConfig, output_dir: str | Path, *
             warnings.simplefilter("ignore", FutureWarning)
             return cls(**kwargs)
     except (ValueError, TypeError) as err:
-        raise UserError(f"stage {stage.name!r}: TRL rejects the settings: {err}",
-                        hint="fix the field it names in the recipe or the override") from err
+        raise UserError(
+            f"stage {stage.name!r}: TRL rejects the settings: {err}",
+            hint="fix the field it names in the recipe or the override",
+        ) from err
 
 
 def wants_tensorboard(stage: StageConfig) -> bool:

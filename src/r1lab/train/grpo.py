@@ -34,8 +34,9 @@ def grpo_rewards(stage: StageConfig) -> list:
     return list(get_reward_funcs(stage.rewards, **stage.reward_params))
 
 
-def build_grpo_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path,
-                       reward_funcs=None, dataset=None):
+def build_grpo_trainer(
+    stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, reward_funcs=None, dataset=None
+):
     """A ready ``GRPOTrainer`` for the stage (with r1lab's callbacks) and its tokenizer.
 
     ``reward_funcs`` / ``dataset`` replace the stage's own (for tests and library use).
@@ -69,18 +70,25 @@ def build_grpo_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, s
     return trainer, tokenizer
 
 
-def run_grpo(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, reward_funcs=None,
-             dataset=None) -> Path:
+def run_grpo(
+    stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: Path, reward_funcs=None, dataset=None
+) -> Path:
     """Train ``model_spec`` with GRPO, resuming from the last complete checkpoint; returns
     ``stage_dir/model`` (written atomically at the end)."""
     stage_dir = Path(stage_dir)
-    trainer, tokenizer = build_grpo_trainer(stage, run, model_spec=model_spec, stage_dir=stage_dir,
-                                            reward_funcs=reward_funcs, dataset=dataset)
+    trainer, tokenizer = build_grpo_trainer(
+        stage, run, model_spec=model_spec, stage_dir=stage_dir, reward_funcs=reward_funcs, dataset=dataset
+    )
     resume = find_resume_checkpoint(stage_dir / "checkpoints")
     if resume:
         log.info("%s: resuming from %s", stage.name, resume)
     args = trainer.args
-    log.info("%s: GRPO on %d prompts, %s steps, %d generations each", stage.name, len(trainer.train_dataset),
-             args.max_steps, args.num_generations)
+    log.info(
+        "%s: GRPO on %d prompts, %s steps, %d generations each",
+        stage.name,
+        len(trainer.train_dataset),
+        args.max_steps,
+        args.num_generations,
+    )
     trainer.train(resume_from_checkpoint=resume)
     return save_final_model(trainer, tokenizer, stage_dir / "model")

@@ -16,8 +16,14 @@ from r1lab.io import atomic_write_json, write_jsonl
 log = logging.getLogger(__name__)
 
 
-def select_accepted(prompts: list[list[dict]], samples: list[list[str]], solutions: list[str], verdicts,
-                    *, max_per_prompt: int = 1) -> list[dict]:
+def select_accepted(
+    prompts: list[list[dict]],
+    samples: list[list[str]],
+    solutions: list[str],
+    verdicts,
+    *,
+    max_per_prompt: int = 1,
+) -> list[dict]:
     """Keep correct, formatted, distinct completions (at most ``max_per_prompt`` per prompt), as SFT rows.
 
     ``verdicts[i][j]`` judges ``samples[i][j]`` (needs ``.correct`` and ``.formatted``). Duplicates are
@@ -69,24 +75,41 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
 
     stage_dir = Path(stage_dir)
     with main_process_first():
-        ds = load_grpo_dataset(stage.data or run.data, split=stage.split, n=stage.n,
-                               system_prompt=run.system_prompt, seed=run.seed)
-    model, tokenizer = load_model(model_spec, dtype=run.dtype, device=run.device,
-                                  trust_remote_code=run.trust_remote_code)
+        ds = load_grpo_dataset(
+            stage.data or run.data,
+            split=stage.split,
+            n=stage.n,
+            system_prompt=run.system_prompt,
+            seed=run.seed,
+        )
+    model, tokenizer = load_model(
+        model_spec, dtype=run.dtype, device=run.device, trust_remote_code=run.trust_remote_code
+    )
     prompts = shard([list(p) for p in ds["prompt"]])
     solutions = shard([str(s) for s in ds["solution"]])
     temperature = 1.0 if stage.temperature is None else stage.temperature
     log.info("%s: sampling %d x %d completions", stage.name, len(prompts), stage.num_samples)
-    outputs = generate(model, tokenizer, prompts, n_samples=stage.num_samples, temperature=temperature,
-                       max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size,
-                       seed=run.seed) if prompts else []
+    outputs = (
+        generate(
+            model,
+            tokenizer,
+            prompts,
+            n_samples=stage.num_samples,
+            temperature=temperature,
+            max_new_tokens=stage.max_new_tokens,
+            batch_size=stage.batch_size,
+            seed=run.seed,
+        )
+        if prompts
+        else []
+    )
     samples = [[c.text for c in comps] for comps in outputs]
     flat_texts = [t for texts in samples for t in texts]
     flat_refs = [solutions[i] for i, texts in enumerate(samples) for _ in texts]
     flat = judge(flat_texts, flat_refs) if flat_texts else []
     verdicts, pos = [], 0
     for texts in samples:
-        verdicts.append(flat[pos:pos + len(texts)])
+        verdicts.append(flat[pos : pos + len(texts)])
         pos += len(texts)
     rows = select_accepted(prompts, samples, solutions, verdicts, max_per_prompt=stage.max_per_prompt)
     stats = {
@@ -104,6 +127,12 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
         write_jsonl(stage_dir / "data.jsonl", rows)
         atomic_write_json(stage_dir / "stats.json", stats)
     wait_for_everyone()
-    log.info("%s: kept %d of %d samples (%d correct, %d formatted)", stage.name, stats["kept"],
-             stats["samples"], stats["correct"], stats["formatted"])
+    log.info(
+        "%s: kept %d of %d samples (%d correct, %d formatted)",
+        stage.name,
+        stats["kept"],
+        stats["samples"],
+        stats["correct"],
+        stats["formatted"],
+    )
     return stats

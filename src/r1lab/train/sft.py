@@ -30,8 +30,10 @@ def to_prompt_completion(example: dict) -> dict:
     """
     messages = example["messages"]
     if not messages or messages[-1].get("role") != "assistant":
-        raise UserError("an SFT example does not end with an assistant turn",
-                        hint="each `messages` list must end with {'role': 'assistant', 'content': ...}")
+        raise UserError(
+            "an SFT example does not end with an assistant turn",
+            hint="each `messages` list must end with {'role': 'assistant', 'content': ...}",
+        )
     return {"prompt": list(messages[:-1]), "completion": [messages[-1]]}
 
 
@@ -46,16 +48,20 @@ def sft_dataset(stage: StageConfig, run: RunConfig):
 
         rows = list(read_jsonl(path)) if path.is_file() else []
         if not rows:
-            raise UserError(f"stage {stage.name!r}: {src} produced no examples ({path})",
-                            hint="its model solved no prompts; give it more prompts (n), samples "
-                                 "(num_samples) or a better model before it")
+            raise UserError(
+                f"stage {stage.name!r}: {src} produced no examples ({path})",
+                hint="its model solved no prompts; give it more prompts (n), samples "
+                "(num_samples) or a better model before it",
+            )
         if stage.n:
             rows = rows[: stage.n]
         ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
     else:
         from r1lab.data import load_sft_dataset
 
-        ds = load_sft_dataset(src, split=stage.split, n=stage.n, system_prompt=run.system_prompt, seed=run.seed)
+        ds = load_sft_dataset(
+            src, split=stage.split, n=stage.n, system_prompt=run.system_prompt, seed=run.seed
+        )
     return ds.map(to_prompt_completion, remove_columns=ds.column_names)
 
 
@@ -74,8 +80,9 @@ def build_sft_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, st
     tb = tensorboard_callback(run_dir, stage)
     if tb is not None:
         callbacks.append(tb)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+    )
     return trainer, tokenizer
 
 
@@ -83,10 +90,14 @@ def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: P
     """Fine-tune ``model_spec`` (the previous stage's output) on the stage's traces, resuming from the last
     complete checkpoint; returns ``stage_dir/model``."""
     stage_dir = Path(stage_dir)
-    trainer, tokenizer = build_sft_trainer(stage, run, model_spec=model_spec, stage_dir=stage_dir, dataset=dataset)
+    trainer, tokenizer = build_sft_trainer(
+        stage, run, model_spec=model_spec, stage_dir=stage_dir, dataset=dataset
+    )
     resume = find_resume_checkpoint(stage_dir / "checkpoints")
     if resume:
         log.info("%s: resuming from %s", stage.name, resume)
-    log.info("%s: SFT on %d examples, %s steps", stage.name, len(trainer.train_dataset), trainer.args.max_steps)
+    log.info(
+        "%s: SFT on %d examples, %s steps", stage.name, len(trainer.train_dataset), trainer.args.max_steps
+    )
     trainer.train(resume_from_checkpoint=resume)
     return save_final_model(trainer, tokenizer, stage_dir / "model")
