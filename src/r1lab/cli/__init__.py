@@ -78,6 +78,9 @@ def setup_logging(debug: bool) -> None:
     if not debug and _launched_rank() > 0:  # under accelerate launch: rank 0 tells the story, once
         logging.getLogger().setLevel(logging.WARNING)
     if not debug:
+        # transformers' "Loading weights" bars (read from the hub's setting at import) clutter every verb;
+        # training keeps its own progress bar (the Trainer's), which this does not touch.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "torch", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
