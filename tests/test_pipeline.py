@@ -222,10 +222,10 @@ def test_resume_after_kill_9(tmp_path, r1lab_cache):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not list(ckpts.glob("checkpoint-6/COMPLETE")):
+        while time.time() < deadline and not list(ckpts.glob("checkpoint-3/COMPLETE")):
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
-        assert list(ckpts.glob("checkpoint-6/COMPLETE")), "no checkpoint within 2 minutes"
+        assert list(ckpts.glob("checkpoint-3/COMPLETE")), "no checkpoint within 2 minutes"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -240,17 +240,15 @@ def test_resume_after_kill_9(tmp_path, r1lab_cache):
         c if prev != "--grpo.max_steps" else str(last + 3)
         for prev, c in zip([""] + cmd[:-1], cmd, strict=True)
     ]
-    done = subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=300)
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-3000:]
-    assert "resuming from" in log
+    # The reruns go in-process (the kill needed a real process; these do not), which saves two start-ups.
+    assert main(cmd2[3:]) == 0
     rows = [r for r in read_jsonl(tmp_path / "k" / "metrics.jsonl") if r["stage"] == "grpo" and "reward" in r]
     resumed = [r["step"] for r in rows if r["time"] > killed]
     assert resumed == [last + 1, last + 2, last + 3]
     s = _summary(tmp_path / "k")
     assert [e["status"] for e in s["stages"]] == ["done", "done", "done"]
 
-    again = subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0
-    assert (again.stdout + again.stderr).count("already done") == 3
+    n_rows = len(list(read_jsonl(tmp_path / "k" / "metrics.jsonl")))
+    assert main(cmd2[3:]) == 0  # everything done: nothing is trained or asked again
+    assert len(list(read_jsonl(tmp_path / "k" / "metrics.jsonl"))) == n_rows
     assert _summary(tmp_path / "k")["stages"] == s["stages"]
