@@ -67,7 +67,9 @@ def resolve_model(spec: str, *, trust_remote_code: bool = False) -> str:
     reached offline), with how to fix it.
     """
     if not spec or not str(spec).strip():
-        raise UserError("empty model spec", hint="use tiny, smollm2-135m, a local directory, a .gguf file or a hub id")
+        raise UserError(
+            "empty model spec", hint="use tiny, smollm2-135m, a local directory, a .gguf file or a hub id"
+        )
     spec = str(spec).strip()
     if spec == "tiny":
         return str(_tiny_checkpoint())
@@ -111,7 +113,9 @@ def _hub_checkpoint(repo_id: str) -> str:
 
         HfApi().model_info(repo_id, timeout=10)  # one quick round trip instead of minutes of retries
     except Exception as err:
-        raise UserError(f"cannot reach model {repo_id!r} on the hub ({type(err).__name__})", hint=how) from err
+        raise UserError(
+            f"cannot reach model {repo_id!r} on the hub ({type(err).__name__})", hint=how
+        ) from err
     return snapshot_download(repo_id, allow_patterns=patterns)
 
 
@@ -143,9 +147,13 @@ def _gguf_checkpoint(gguf: Path, *, default_system: str | None = None) -> Path:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     except Exception as err:
-        raise UserError(f"cannot load GGUF file {gguf}: {err}", hint="is it a complete GGUF model file?") from err
+        raise UserError(
+            f"cannot load GGUF file {gguf}: {err}", hint="is it a complete GGUF model file?"
+        ) from err
     # A GGUF-loaded model refuses save_pretrained; rebuild it without the quantization marker.
     config = quantized.config
     if hasattr(config, "quantization_config"):
@@ -155,7 +163,9 @@ def _gguf_checkpoint(gguf: Path, *, default_system: str | None = None) -> Path:
     # Tied output embeddings are legitimately absent from the state dict.
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise UserError(f"GGUF conversion of {gguf} lost weights: missing={missing[:3]} unexpected={unexpected[:3]}")
+        raise UserError(
+            f"GGUF conversion of {gguf} lost weights: missing={missing[:3]} unexpected={unexpected[:3]}"
+        )
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     _finish_tokenizer(tokenizer, default_system=default_system)
@@ -264,7 +274,9 @@ def pick_device(requested: str = "auto") -> str:
 
     if requested != "auto":
         if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"device {requested!r} requested but CUDA is not available", hint="use --device cpu")
+            raise UserError(
+                f"device {requested!r} requested but CUDA is not available", hint="use --device cpu"
+            )
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -277,8 +289,14 @@ def pick_dtype(device: str = "cpu", requested: str = "auto", *, for_training: bo
     """
     import torch
 
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if requested != "auto":
         if requested not in names:
             raise UserError(f"unknown dtype {requested!r}", hint=f"use auto or one of {sorted(names)}")
@@ -296,8 +314,13 @@ def lora_config(lora: Any):
         return None
     from peft import LoraConfig
 
-    params = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear",
-              "task_type": "CAUSAL_LM"}
+    params = {
+        "r": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.05,
+        "target_modules": "all-linear",
+        "task_type": "CAUSAL_LM",
+    }
     if isinstance(lora, dict):
         params.update(lora)
     try:
@@ -336,7 +359,9 @@ def load_model(
     device = pick_device(device)
     torch_dtype = pick_dtype(device, dtype, for_training=for_training)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
     except ValueError as err:
         if "trust_remote_code" in str(err):
             raise UserError(
