@@ -76,35 +76,13 @@ class StageConfig:
 
 STAGE_FIELDS = {f.name for f in dataclasses.fields(StageConfig)} - {"args"}
 # r1lab stage fields that mean something only for some kinds (others are rejected so typos surface).
+_DATA_FIELDS = {"name", "kind", "model", "data", "split", "n"}
+_SAMPLING_FIELDS = {"num_samples", "temperature", "max_new_tokens", "batch_size"}
 KIND_FIELDS = {
-    "grpo": {"name", "kind", "model", "data", "split", "n", "rewards", "reward_params", "evaluate"},
-    "sft": {"name", "kind", "model", "data", "split", "n", "evaluate"},
-    "rs": {
-        "name",
-        "kind",
-        "model",
-        "data",
-        "split",
-        "n",
-        "num_samples",
-        "temperature",
-        "max_new_tokens",
-        "batch_size",
-        "max_per_prompt",
-        "evaluate",
-    },
-    "eval": {
-        "name",
-        "kind",
-        "model",
-        "data",
-        "split",
-        "n",
-        "num_samples",
-        "temperature",
-        "max_new_tokens",
-        "batch_size",
-    },
+    "grpo": _DATA_FIELDS | {"rewards", "reward_params", "evaluate"},
+    "sft": _DATA_FIELDS | {"evaluate"},
+    "rs": _DATA_FIELDS | _SAMPLING_FIELDS | {"max_per_prompt", "evaluate"},
+    "eval": _DATA_FIELDS | _SAMPLING_FIELDS,
     "inference": {"name", "kind", "model", "questions", "temperature", "max_new_tokens"},
 }
 
