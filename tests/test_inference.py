@@ -16,8 +16,10 @@ from r1lab.errors import UserError
 from r1lab.inference import (
     ThinkSplitter,
     build_messages,
+    decode_shared_prefix,
     generate,
     make_answer,
+    render_prompts,
     sampling_kwargs,
     split_thinking,
     stream_generate,
@@ -30,6 +32,23 @@ def tiny():
     from r1lab.models import load_model
 
     return load_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def lively():
+    """The tiny model with weights redrawn large: a fresh tiny model repeats one token forever,
+    which would make every "same output" comparison trivially true."""
+    import torch
+
+    from r1lab.models import load_model
+
+    model, tok = load_model("tiny")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.normal_(0.0, 0.3)
+    return model, tok
 
 
 def chat(q: str) -> list[dict]:
@@ -104,14 +123,92 @@ def test_sampling_kwargs_are_explicit():
 # ------------------------------------------------------------------ batched generation on a real model
 
 
-def test_batched_greedy_generation_matches_one_prompt_at_a_time(tiny):
+def test_batched_greedy_generation_matches_one_prompt_at_a_time(lively):
     """Sorting, left padding and batching must not change what greedy decoding produces."""
-    model, tok = tiny
+    model, tok = lively
     prompts = [chat(q) for q in QUESTIONS]
     batched = generate(model, tok, prompts, max_new_tokens=16, batch_size=8)
     single = [generate(model, tok, [p], max_new_tokens=16, batch_size=1)[0] for p in prompts]
     assert [b[0].text for b in batched] == [s[0].text for s in single]
     assert [b[0].n_tokens for b in batched] == [s[0].n_tokens for s in single]
+
+
+def _reference_greedy(model, tok, prompt_ids, eos, max_new_tokens):
+    """``model.generate`` on one unpadded prompt, cut after the first of ``eos``."""
+    import torch
+
+    out = model.generate(
+        torch.tensor([prompt_ids]),
+        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=sorted(eos),
+        pad_token_id=tok.pad_token_id,
+    )
+    row = out[0, len(prompt_ids) :].tolist()
+    end = next((i for i, t in enumerate(row) if t in eos), len(row) - 1)
+    return row[: end + 1]
+
+
+@pytest.mark.parametrize("system", ["Think, then answer.", None])
+def test_shared_prefix_decoding_matches_generate_one_prompt_at_a_time(lively, system):
+    """Sharing the prompts' common prefix, padding between prefix and tail, and dropping rows that
+    stopped must give exactly what ``model.generate`` gives each prompt alone (greedy, fp32)."""
+    import torch
+
+    model, tok = lively
+    msgs = [build_messages(q, system_prompt=system) for q in QUESTIONS]
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in render_prompts(tok, msgs)]
+    # A random tiny model rarely says EOS; call "EOS" a token it does produce, chosen so that rows stop
+    # at different steps (one may never stop), and the batch really shrinks.
+    free = decode_shared_prefix(
+        model, rows, per_prompt=1, max_new_tokens=12, eos=set(), pad_id=tok.pad_token_id
+    )
+
+    def stops(token):
+        return {r.index(token) if token in r else None for r in free}
+
+    eos = {next(t for r in free for t in r[1:] if len(stops(t) - {None}) >= 2)}
+    model.eval()
+    with torch.inference_mode():
+        got = decode_shared_prefix(
+            model, rows, per_prompt=1, max_new_tokens=12, eos=eos, pad_id=tok.pad_token_id
+        )
+        want = [_reference_greedy(model, tok, r, eos, 12) for r in rows]
+    assert got == want
+    assert len({len(r) for r in got}) > 1  # rows stopped at different steps
+
+
+def test_shared_prefix_sampling_is_seeded_and_near_zero_temperature_is_greedy(lively):
+    import torch
+
+    model, tok = lively
+    rows = [
+        tok(t, add_special_tokens=False)["input_ids"]
+        for t in ["<|im_start|>user\nab", "<|im_start|>user\nxyz1"]
+    ]
+    kw = {"max_new_tokens": 8, "eos": set(), "pad_id": tok.pad_token_id}
+    greedy = decode_shared_prefix(model, rows, per_prompt=1, **kw)
+    torch.manual_seed(0)
+    cold = decode_shared_prefix(model, rows, per_prompt=3, temperature=1e-4, **kw)
+    assert cold == [g for g in greedy for _ in range(3)]
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        runs.append(decode_shared_prefix(model, rows, per_prompt=3, temperature=1.0, top_p=0.9, **kw))
+    assert runs[0] == runs[1] and len(runs[0]) == 6 and all(len(r) == 8 for r in runs[0])
+    assert len({tuple(r) for r in runs[0]}) > 2
+
+
+def test_fast_and_plain_generate_agree(lively):
+    model, tok = lively
+    prompts = [chat(q) for q in QUESTIONS]
+    fast = generate(model, tok, prompts, max_new_tokens=16, batch_size=8)
+    plain = generate(model, tok, prompts, max_new_tokens=16, batch_size=8, fast_decode=False)
+    assert [[c.text for c in o] for o in fast] == [[c.text for c in o] for o in plain]
 
 
 def test_samples_per_prompt_budget_and_truncation(tiny):

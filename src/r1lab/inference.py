@@ -130,15 +130,141 @@ def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
     return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0}
 
 
-def _split_outputs(gen_ids, eos: set[int], tokenizer) -> list[Completion]:
-    """Turn generated token rows (prompt removed) into Completions: cut at the first EOS."""
-    out = []
-    for row in gen_ids.tolist():
-        end = next((i for i, t in enumerate(row) if t in eos), None)
-        n = len(row) if end is None else end + 1
-        text = tokenizer.decode(row[:n], skip_special_tokens=True)
-        out.append(Completion(text=text, n_tokens=n, truncated=end is None))
-    return out
+def _completion(row: Sequence[int], eos: set[int], tokenizer) -> Completion:
+    """A generated token row (prompt removed) as a Completion, cut after its first EOS."""
+    end = next((i for i, t in enumerate(row) if t in eos), None)
+    n = len(row) if end is None else end + 1
+    text = tokenizer.decode(list(row[:n]), skip_special_tokens=True)
+    return Completion(text=text, n_tokens=n, truncated=end is None)
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all ``rows`` share, leaving every row at least one token of its own
+    (the last prompt token must go through the model to give the first next-token logits).
+
+    >>> shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]])
+    2
+    >>> shared_prefix_length([[1, 2, 3], [1, 2, 3]])
+    2
+    """
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for i in range(limit):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return max(limit, 0)
+
+
+def _fast_decode_supported(model) -> bool:
+    """The shared-prefix decoder needs a decoder-only model whose cache can be re-batched."""
+    config = getattr(model, "config", None)
+    return config is not None and not getattr(config, "is_encoder_decoder", False)
+
+
+def decode_shared_prefix(
+    model,
+    rows: Sequence[Sequence[int]],
+    *,
+    per_prompt: int,
+    max_new_tokens: int,
+    eos: set[int],
+    pad_id: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> list[list[int]]:
+    """Generated token rows for prompt token ``rows``, ``per_prompt`` rows per prompt, in order.
+
+    The same decoding as ``model.generate`` (greedy, or temperature/top-p sampling with the same
+    warpers), arranged for evaluation throughput:
+
+    - the prefix every prompt shares (the system prompt and chat header: most of an R1 prompt) goes
+      through the model once and its KV cache is copied to every row;
+    - each prompt's own tokens are prefilled once, then copied to its ``per_prompt`` samples;
+    - a row that has produced EOS leaves the batch, so the batch shrinks instead of padding on
+      until its longest member stops.
+
+    Prompt tails of different lengths are padded between the shared prefix and the tail; the
+    attention mask hides the padding and position ids count real tokens only, so every row sees
+    exactly its own prompt.
+    """
+    import torch
+    from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    device = next(model.parameters()).device
+    n_prompts = len(rows)
+    shared = shared_prefix_length(rows)
+    cache = DynamicCache(config=model.config)
+
+    def forward(ids, mask, positions, start):
+        steps = ids.shape[1]
+        cache_position = torch.arange(start, start + steps, device=device)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            cache_position=cache_position,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :].float()
+
+    if shared:
+        prefix = torch.tensor([list(rows[0][:shared])], device=device)
+        forward(prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None], 0)
+        cache.batch_repeat_interleave(n_prompts)
+
+    tails = [list(r[shared:]) for r in rows]
+    width = max(len(t) for t in tails)
+    ids = torch.full((n_prompts, width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((n_prompts, shared + width), dtype=torch.long, device=device)
+    mask[:, :shared] = 1
+    positions = torch.zeros((n_prompts, width), dtype=torch.long, device=device)
+    for i, tail in enumerate(tails):
+        pad = width - len(tail)
+        ids[i, pad:] = torch.tensor(tail, device=device)
+        mask[i, shared + pad :] = 1
+        positions[i, pad:] = torch.arange(shared, shared + len(tail), device=device)
+    logits = forward(ids, mask, positions, shared)
+    next_position = torch.tensor([len(r) for r in rows], device=device)
+
+    if per_prompt > 1:
+        cache.batch_repeat_interleave(per_prompt)
+        mask = mask.repeat_interleave(per_prompt, dim=0)
+        logits = logits.repeat_interleave(per_prompt, dim=0)
+        next_position = next_position.repeat_interleave(per_prompt, dim=0)
+
+    warpers = LogitsProcessorList()
+    if temperature > 0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+    eos_ids = torch.tensor(sorted(eos) or [-1], device=device)
+    outputs: list[list[int]] = [[] for _ in range(n_prompts * per_prompt)]
+    alive = torch.arange(n_prompts * per_prompt, device=device)
+    length = shared + width
+    for step in range(max_new_tokens):
+        if temperature > 0:
+            probs = torch.softmax(warpers(None, logits), dim=-1)
+            tokens = torch.multinomial(probs, 1).squeeze(1)
+        else:
+            tokens = logits.argmax(dim=-1)
+        for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
+            outputs[row].append(token)
+        if step == max_new_tokens - 1:
+            break
+        running = ~torch.isin(tokens, eos_ids)
+        if not running.all():
+            if not running.any():
+                break
+            keep = running.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            mask, alive, tokens, next_position = mask[keep], alive[keep], tokens[keep], next_position[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        logits = forward(tokens[:, None], mask, next_position[:, None], length)
+        length += 1
+        next_position = next_position + 1
+    return outputs
 
 
 def iter_generate(
@@ -152,6 +278,7 @@ def iter_generate(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     seed: int = 0,
+    fast_decode: bool = True,
 ) -> Iterator[tuple[list[int], list[list[Completion]]]]:
     """Generate for ``prompts`` batch by batch, yielding ``(prompt_indices, completions)`` as each
     batch finishes (so callers can save progress). See :func:`generate` for the arguments.
@@ -172,13 +299,15 @@ def iter_generate(
     per_call = 1 if greedy else n_samples
     prompts_per_batch = max(1, batch_size // per_call)
     texts = render_prompts(tokenizer, prompts)
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    lengths = [len(row) for row in ids]
     # Longest first: similar lengths share a batch (less padding) and a too-large batch fails at once.
     order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
     eos = _eos_ids(model, tokenizer)
     if not eos:
         logger.warning("the tokenizer has no EOS token: every completion will run to max_new_tokens")
     kwargs = sampling_kwargs(temperature, top_p)
+    fast = fast_decode and _fast_decode_supported(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
@@ -188,21 +317,34 @@ def iter_generate(
     try:
         for b, start in enumerate(range(0, len(order), prompts_per_batch)):
             idx = order[start : start + prompts_per_batch]
-            enc = tokenizer(
-                [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-            )
-            enc = {k: v.to(device) for k, v in enc.items()}
             torch.manual_seed(seed + b)
             with torch.inference_mode():
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=per_call,
-                    use_cache=True,
-                    pad_token_id=pad_id,
-                    **kwargs,
-                )
-            flat = _split_outputs(out[:, enc["input_ids"].shape[1] :], eos, tokenizer)
+                if fast:
+                    gen_rows = decode_shared_prefix(
+                        model,
+                        [ids[i] for i in idx],
+                        per_prompt=per_call,
+                        max_new_tokens=max_new_tokens,
+                        eos=eos,
+                        pad_id=pad_id,
+                        temperature=temperature,
+                        top_p=top_p,
+                    )
+                else:
+                    enc = tokenizer(
+                        [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+                    )
+                    enc = {k: v.to(device) for k, v in enc.items()}
+                    out = model.generate(
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        num_return_sequences=per_call,
+                        use_cache=True,
+                        pad_token_id=pad_id,
+                        **kwargs,
+                    )
+                    gen_rows = out[:, enc["input_ids"].shape[1] :].tolist()
+            flat = [_completion(r, eos, tokenizer) for r in gen_rows]
             grouped = [flat[j * per_call : (j + 1) * per_call] for j in range(len(idx))]
             if greedy and n_samples > 1:
                 grouped = [g * n_samples for g in grouped]
@@ -223,6 +365,7 @@ def generate(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     seed: int = 0,
+    fast_decode: bool = True,
 ) -> list[list[Completion]]:
     """Generate ``n_samples`` completions for each chat prompt, batched; results in prompt order.
 
@@ -234,6 +377,8 @@ def generate(
         max_new_tokens: the token budget of each completion.
         batch_size: sequences per ``generate`` call.
         seed: sampling seed (each batch reseeds with ``seed + batch_index``).
+        fast_decode: use :func:`decode_shared_prefix` (shared-prefix prefill, a batch that sheds
+            finished rows); ``False`` calls ``model.generate`` on the padded batch instead.
 
     Returns:
         ``result[i][j]`` is the ``j``-th :class:`Completion` of ``prompts[i]``.
@@ -255,6 +400,7 @@ def generate(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         seed=seed,
+        fast_decode=fast_decode,
     ):
         for i, c in zip(idx, comps, strict=True):
             results[i] = c
@@ -420,7 +566,7 @@ def stream_generate(
     if "error" in box:
         raise box["error"]
     if result is not None:
-        [completion] = _split_outputs(box["out"][:, enc["input_ids"].shape[1] :], eos, tokenizer)
+        completion = _completion(box["out"][0, enc["input_ids"].shape[1] :].tolist(), eos, tokenizer)
         result.update(n_tokens=completion.n_tokens, truncated=completion.truncated)
 
 
