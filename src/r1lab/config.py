@@ -58,7 +58,7 @@ class StageConfig:
     num_samples: int = 4  # rs: completions per prompt (K); eval: samples per problem
     temperature: float | None = None
     max_new_tokens: int = 256
-    batch_size: int = 16
+    batch_size: int = 64
     max_per_prompt: int = 1  # rs: keep at most this many accepted completions per prompt
     questions: list[str] = field(default_factory=list)  # inference
     # Measure held-out accuracy/format before and after this stage (training stages).
@@ -100,7 +100,7 @@ class RunConfig:
     eval_data: str = "builtin"  # held-out problems for before/after metrics (its test split)
     eval_n: int = 32  # held-out problems per before/after measurement; 0 turns it off
     eval_max_new_tokens: int = 256
-    eval_batch_size: int = 16
+    eval_batch_size: int = 64
     dtype: str = "auto"
     device: str = "auto"
     lora: Any = None

@@ -327,7 +327,7 @@ def evaluate(
     k: int | None = None,
     temperature: float = 0.0,
     max_new_tokens: int = 256,
-    batch_size: int = 16,
+    batch_size: int = 64,
     out_dir: str | Path | None = None,
     backend: str = "auto",
     seed: int = 0,

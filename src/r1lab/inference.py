@@ -276,7 +276,7 @@ def iter_generate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     max_new_tokens: int = 256,
-    batch_size: int = 16,
+    batch_size: int = 64,
     seed: int = 0,
     fast_decode: bool = True,
 ) -> Iterator[tuple[list[int], list[list[Completion]]]]:
@@ -363,7 +363,7 @@ def generate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     max_new_tokens: int = 256,
-    batch_size: int = 16,
+    batch_size: int = 64,
     seed: int = 0,
     fast_decode: bool = True,
 ) -> list[list[Completion]]:

@@ -52,7 +52,7 @@ def register(sub) -> None:
         help="0 = greedy (default: 0 for one sample, 0.7 for several)",
     )
     p.add_argument("--max-new-tokens", type=int, default=256, help="token budget of each completion")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per generate call")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     p.add_argument(
         "--backend",
         choices=["auto", "hf", "vllm"],
