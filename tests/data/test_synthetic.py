@@ -108,10 +108,32 @@ def test_parse_levels(spec, levels):
     assert parse_levels(spec) == levels
 
 
-@pytest.mark.parametrize("bad", [0, 6, "x", "3-9"])
+@pytest.mark.parametrize("bad", [-1, 6, "x", "3-9"])
 def test_bad_level_is_a_user_error(bad):
     with pytest.raises(UserError, match="level"):
         make_problems(1, level=bad)
+
+
+def test_level_0_is_bare_arithmetic_with_a_one_equation_trace():
+    rows = make_problems(300, level=0, seed=3)
+    for row in rows:
+        a, op, b = re.search(r"(\d+) ([+-]) (\d+)", row["problem"]).groups()
+        value = int(a) + int(b) if op == "+" else int(a) - int(b)
+        assert row["answer"] == str(value) and value >= 2 and int(a) < 20 and int(b) < 20
+        assert row["solution"] == f"<think>\n{a} {op} {b} = {value}.\n</think>\n<answer>\n{value}\n</answer>"
+        assert row["level"] == 0
+    assert len({r["problem"].split()[0] for r in rows}) >= 3  # several phrasings
+    assert 0 not in parse_levels("mix")
+
+
+def test_level_0_splits_are_disjoint_and_running_out_is_a_user_error():
+    train = {(r["problem"], split_of(r["problem"])) for r in make_problems(1000, level=0, split="train")}
+    test = make_problems(150, level=0, split="test")
+    assert {s for _, s in train} == {"train"} and {split_of(r["problem"]) for r in test} == {"test"}
+    train_numbers = {tuple(re.findall(r"\d+", q)) for q, _ in train}
+    assert not train_numbers & {tuple(re.findall(r"\d+", r["problem"])) for r in test}
+    with pytest.raises(UserError, match="ran out of distinct test problems at level 0"):
+        make_problems(1000, level=0, split="test")
 
 
 def test_bad_split_is_a_user_error():

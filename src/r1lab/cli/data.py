@@ -106,7 +106,9 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
     )
     make.add_argument("--n", type=int, required=True, help="number of problems")
-    make.add_argument("--level", default="1", help="difficulty 1-5, a range like 1-3, or mix")
+    make.add_argument(
+        "--level", default="1", help="difficulty 0-5 (0: bare arithmetic), a range like 1-3, or mix"
+    )
     make.add_argument("--out", required=True, help="output .jsonl file")
     make.add_argument("--split", default="train", choices=("train", "validation", "test"), help="which split")
     make.add_argument("--seed", type=int, default=0, help="random seed")
