@@ -114,13 +114,23 @@ def test_bad_level_is_a_user_error(bad):
         make_problems(1, level=bad)
 
 
-def test_level_0_is_bare_arithmetic_with_a_one_equation_trace():
+def _column_value(steps: list[str]) -> int:
+    """Replay a column-arithmetic trace: ones digit from the ones line, tens from the tens line."""
+    ones = int(re.fullmatch(r"ones: \d+ [+-] \d+ = (\d+)", steps[1])[1])
+    tens = int(re.fullmatch(r"tens: \d+ [+-] \d+ [+-] \d = (\d+)", steps[2])[1])
+    return 10 * tens + ones % 10
+
+
+def test_level_0_is_bare_arithmetic_with_a_column_trace():
     rows = make_problems(300, level=0, seed=3)
     for row in rows:
         a, op, b = re.search(r"(\d+) ([+-]) (\d+)", row["problem"]).groups()
         value = int(a) + int(b) if op == "+" else int(a) - int(b)
         assert row["answer"] == str(value) and value >= 2 and int(a) < 20 and int(b) < 20
-        assert row["solution"] == f"<think>\n{a} {op} {b} = {value}.\n</think>\n<answer>\n{value}\n</answer>"
+        m = TRACE.match(row["solution"])
+        steps = m.group(1).splitlines()
+        assert steps[0] == f"{a} {op} {b}" and steps[-1] == f"= {value}" and m.group(2) == str(value)
+        assert _column_value(steps) == value  # the written steps really compute the answer
         assert row["level"] == 0
     assert len({r["problem"].split()[0] for r in rows}) >= 3  # several phrasings
     assert 0 not in parse_levels("mix")

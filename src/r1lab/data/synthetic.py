@@ -21,8 +21,9 @@ How a problem is made
     ========  =====  ==========  ==============  ===========
 
     Level 0 is level 1's arithmetic without the story ("What is 14 - 2?"): a first rung for tiny
-    models that cannot yet read a story, and for quick tests. It holds few problems (about 1,500
-    train and 170 test questions), is never part of ``"mix"``, and its trace is the one equation.
+    models that cannot yet read a story, and for quick tests. Its trace is column arithmetic (ones,
+    then tens with the carry or borrow; :func:`column_steps`). It holds few problems (about 1,300
+    train and 160 test questions) and is never part of ``"mix"``.
 
 Splits never share a problem
     Candidates come from one seeded stream; each is assigned to ``train`` (80%), ``validation``
@@ -441,15 +442,37 @@ def _plan_bare(rnd, spec: LevelSpec) -> tuple[list[str], tuple]:
     return [str(start), str(v)], ("bare", phrase, start, op, v)
 
 
+def column_steps(a: int, op: str, b: int) -> list[str]:
+    """Level 0's worked steps: column arithmetic, ones then tens, with the carry or borrow written out.
+
+    Every step is a single-digit fact, and all of those occur in the train split, so a model that
+    learns the procedure can solve test questions whose numbers it never saw.
+
+    >>> column_steps(17, "+", 8)
+    ['17 + 8', 'ones: 7 + 8 = 15', 'tens: 1 + 0 + 1 = 2', '= 25']
+    >>> column_steps(13, "-", 5)
+    ['13 - 5', 'ones: 13 - 5 = 8', 'tens: 1 - 0 - 1 = 0', '= 8']
+    """
+    a1, a0, b1, b0 = a // 10, a % 10, b // 10, b % 10
+    if op == "+":
+        ones = a0 + b0
+        carry = ones // 10
+        lines = [f"ones: {a0} + {b0} = {ones}", f"tens: {a1} + {b1} + {carry} = {a1 + b1 + carry}"]
+    else:
+        borrow = int(a0 < b0)
+        top = a0 + 10 * borrow
+        lines = [f"ones: {top} - {b0} = {top - b0}", f"tens: {a1} - {b1} - {borrow} = {a1 - b1 - borrow}"]
+    return [f"{a} {op} {b}", *lines, f"= {_OPS[op](a, b)}"]
+
+
 def _render_bare(plan: tuple) -> dict:
     _, phrase, a, op, b = plan
-    total = _OPS[op](a, b)
-    answer = str(total)
+    answer = str(_OPS[op](a, b))
     question = phrase.format(a=a, op=op, b=b)
     return {
         "problem": question,
         "answer": answer,
-        "solution": format_trace([f"{a} {op} {b} = {total}."], answer),
+        "solution": format_trace(column_steps(a, op, b), answer),
         "level": 0,
     }
 
