@@ -220,15 +220,20 @@ def _run_eval(stage: StageConfig, run: RunConfig, model: str, stage_dir: Path) -
 
 
 def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) -> list[dict]:
-    from r1lab.inference import ask
+    from r1lab.inference import ask, load_pair
 
     out = []
     temperature = 0.0 if stage.temperature is None else stage.temperature
+    # Each model loads once for all the questions (a GGUF-converted model takes seconds to load).
+    models = {
+        label: load_pair(spec, dtype=run.dtype, device=run.device)
+        for label, spec in (("base", base), ("final", model))
+    }
     for q in stage.questions:
         row = {"question": q}
-        for label, spec in (("base", base), ("final", model)):
+        for label, pair in models.items():
             a = ask(
-                spec,
+                pair,
                 q,
                 system_prompt=run.system_prompt,
                 temperature=temperature,

@@ -58,3 +58,11 @@ def test_sft_starts_from_the_given_model(tiny_run, tmp_path):
 def test_examples_must_end_with_an_assistant_turn():
     with pytest.raises(UserError, match="assistant"):
         to_prompt_completion({"messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_max_length_shorter_than_every_prompt_is_a_user_error(tiny_run):
+    """Truncation would leave TRL no completion tokens to train on (torch's "num_samples=0" otherwise)."""
+    run = tiny_run({**SFT, "max_length": 8})
+    with pytest.raises(UserError, match=r"lost their whole completion to truncation at max_length=8"):
+        run_sft(run.stages[0], run, model_spec="tiny", stage_dir=run.run_dir / "sft", dataset=sft_rows(4))
+    assert not (run.run_dir / "sft" / "model").exists()

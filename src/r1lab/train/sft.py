@@ -83,6 +83,13 @@ def build_sft_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, st
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
     )
+    if len(trainer.train_dataset) == 0:  # TRL drops examples whose completion was cut off entirely
+        raise UserError(
+            f"stage {stage.name!r}: all {len(dataset)} SFT examples lost their whole completion to truncation "
+            f"at max_length={args.max_length}",
+            hint="raise the stage's max_length (prompts with the system prompt are longer than it), "
+            "or shorten the system prompt",
+        )
     return trainer, tokenizer
 
 
