@@ -21,8 +21,9 @@ same N_TEST held-out problems, SAMPLES samples each, the paired gain in sampled 
 (5 points) and at least two standard errors of the paired differences (z >= 2; one standard error measured
 ~2 points, so 5 points is ~2.5 of them). Greedy decoding must improve too, with more problems fixed than
 broken. Measured (2026-11-24, SFT 800 steps, GRPO 80 steps, 2m04s): seed 0 (this test) sampled pass@1
-+0.180 (z = 6.9), greedy 0.338 -> 0.481 (fixed 33, broke 10); seed 1 (same set-up, run from a script)
-sampled pass@1 0.119 -> 0.208 (z = 4.7), greedy 0.163 -> 0.212 (fixed 17, broke 9).
++0.180 (z = 6.9), greedy 0.338 -> 0.481 (fixed 33, broke 10). The same set-up run from a script at other seeds:
+seed 1 sampled pass@1 0.119 -> 0.208 (z = 4.7), greedy 0.163 -> 0.212 (fixed 17, broke 9); seed 2 sampled
+0.053 -> 0.131 (z = 6.4), greedy 0.019 -> 0.113 (fixed 15, broke 0).
 """
 
 import random
