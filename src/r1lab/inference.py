@@ -2,9 +2,10 @@
 
 Batched generation is where evaluation spends its time, so :func:`generate` does the things the
 seed's one-question-at-a-time loop did not: prompts are sorted by length so a batch holds prompts
-of similar size (less padding), padded on the left (decoder-only models continue from the last
-token), generated with the KV cache, and ``n_samples`` completions per prompt come from one
-``generate`` call (``num_return_sequences``) that shares the prompt's forward pass.
+of similar size, and :func:`decode_shared_prefix` decodes a batch with the KV cache, prefilling the
+prefix all prompts share (system prompt, chat header) once, prefilling each prompt once for its
+``n_samples`` completions, and dropping finished rows from the batch. Greedy output is token for
+token what ``model.generate`` gives each prompt alone; ``fast_decode=False`` uses ``generate``.
 
 :func:`ask` uses the same system prompt as training (``r1lab.prompts``) and can stream the reply
 token by token; :class:`ThinkSplitter` tells the ``<think>`` part of a streamed reply from the
