@@ -104,7 +104,7 @@ def test_check_source_before_any_model_loads(tmp_path, monkeypatch):
     from r1lab.data import check_source
 
     check_source("builtin:level=1-3,split=test")
-    for bad in ("builtin:level=0", "builtin:split=dev2", "builtin:n=many", "nowhere"):
+    for bad in ("builtin:level=7", "builtin:split=dev2", "builtin:n=many", "nowhere"):
         with pytest.raises(UserError):
             check_source(bad)
     good = _write(tmp_path / "ok.jsonl", [{"messages": [{"role": "user", "content": "Q?"}]}] * 2)
