@@ -66,3 +66,23 @@ def test_max_length_shorter_than_every_prompt_is_a_user_error(tiny_run):
     with pytest.raises(UserError, match=r"lost their whole completion to truncation at max_length=8"):
         run_sft(run.stages[0], run, model_spec="tiny", stage_dir=run.run_dir / "sft", dataset=sft_rows(4))
     assert not (run.run_dir / "sft" / "model").exists()
+
+
+def test_a_checkpoint_at_max_steps_becomes_the_model_without_more_training(tiny_run):
+    """Killed after the last checkpoint but before the model was written: the rerun trains no extra step."""
+    from safetensors.torch import load_file
+
+    run = tiny_run(SFT)
+    stage_dir = run.run_dir / "sft"
+    out = run_sft(run.stages[0], run, model_spec="tiny", stage_dir=stage_dir, dataset=sft_rows(8))
+    import shutil
+
+    shutil.rmtree(out)
+    steps_logged = len([r for r in read_jsonl(run.run_dir / "metrics.jsonl") if "loss" in r])
+    again = run_sft(run.stages[0], run, model_spec="tiny", stage_dir=stage_dir, dataset=sft_rows(8))
+    assert len([r for r in read_jsonl(run.run_dir / "metrics.jsonl") if "loss" in r]) == steps_logged
+    final, ckpt = (
+        load_file(again / "model.safetensors"),
+        load_file(stage_dir / "checkpoints/checkpoint-2/model.safetensors"),
+    )
+    assert final.keys() == ckpt.keys() and all(torch.equal(final[k], ckpt[k]) for k in final)

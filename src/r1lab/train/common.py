@@ -124,6 +124,26 @@ def load_for_training(spec: str, run: RunConfig):
     )
 
 
+def train_from(trainer, resume: str | None, stage_name: str) -> None:
+    """``trainer.train``, resuming from ``resume`` (a complete checkpoint or None).
+
+    A checkpoint that already reached ``max_steps`` (the run was killed after its last save, before the
+    stage's model was written) is loaded as is: the HF Trainer would train one step more than asked.
+    """
+    import json
+
+    if resume:
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        if trainer.args.max_steps > 0 and state.get("global_step", 0) >= trainer.args.max_steps:
+            log.info(
+                "%s: %s already reached max_steps=%d; using it", stage_name, resume, trainer.args.max_steps
+            )
+            trainer._load_from_checkpoint(resume)  # the Trainer's own loader (PEFT, sharded, DeepSpeed-aware)
+            return
+        log.info("%s: resuming from %s", stage_name, resume)
+    trainer.train(resume_from_checkpoint=resume)
+
+
 def save_final_model(trainer, tokenizer, final_dir: str | Path) -> Path:
     """Write the trained model + tokenizer to ``final_dir`` atomically (a plain HF checkpoint: LoRA adapters
     are merged so transformers and vLLM load it directly). Only the main process writes.

@@ -13,7 +13,13 @@ from pathlib import Path
 from r1lab.config import RunConfig, StageConfig
 from r1lab.distributed import main_process_first
 from r1lab.train.callbacks import CompleteCheckpoints, RunLog, SolutionLogger, find_resume_checkpoint
-from r1lab.train.common import build_trl_args, load_for_training, save_final_model, tensorboard_callback
+from r1lab.train.common import (
+    build_trl_args,
+    load_for_training,
+    save_final_model,
+    tensorboard_callback,
+    train_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +86,6 @@ def run_grpo(
         stage, run, model_spec=model_spec, stage_dir=stage_dir, reward_funcs=reward_funcs, dataset=dataset
     )
     resume = find_resume_checkpoint(stage_dir / "checkpoints")
-    if resume:
-        log.info("%s: resuming from %s", stage.name, resume)
     args = trainer.args
     log.info(
         "%s: GRPO on %d prompts, %s steps, %d generations each",
@@ -90,5 +94,5 @@ def run_grpo(
         args.max_steps,
         args.num_generations,
     )
-    trainer.train(resume_from_checkpoint=resume)
+    train_from(trainer, resume, stage.name)
     return save_final_model(trainer, tokenizer, stage_dir / "model")

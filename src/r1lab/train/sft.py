@@ -16,7 +16,13 @@ from r1lab.config import RunConfig, StageConfig
 from r1lab.distributed import main_process_first
 from r1lab.errors import UserError
 from r1lab.train.callbacks import CompleteCheckpoints, RunLog, find_resume_checkpoint
-from r1lab.train.common import build_trl_args, load_for_training, save_final_model, tensorboard_callback
+from r1lab.train.common import (
+    build_trl_args,
+    load_for_training,
+    save_final_model,
+    tensorboard_callback,
+    train_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +107,8 @@ def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: P
         stage, run, model_spec=model_spec, stage_dir=stage_dir, dataset=dataset
     )
     resume = find_resume_checkpoint(stage_dir / "checkpoints")
-    if resume:
-        log.info("%s: resuming from %s", stage.name, resume)
     log.info(
         "%s: SFT on %d examples, %s steps", stage.name, len(trainer.train_dataset), trainer.args.max_steps
     )
-    trainer.train(resume_from_checkpoint=resume)
+    train_from(trainer, resume, stage.name)
     return save_final_model(trainer, tokenizer, stage_dir / "model")
