@@ -550,25 +550,26 @@ def test_two_process_metrics_are_logged_once_per_step(runs):
 
 
 def test_two_process_run_resumes_like_one(runs):
-    """Remove the SFT stage's final model and its held-out evaluation (as if killed after checkpoint-2, before
-    either was written): a rerun under the same launch skips GRPO, resumes SFT from its last complete
-    checkpoint on both ranks, and writes the model once."""
+    """Remove the SFT stage's last checkpoint, final model and held-out evaluation (as if killed after
+    checkpoint-1): a rerun under the same launch skips GRPO, resumes SFT from checkpoint-1 on both ranks,
+    trains the remaining step, and writes the model once."""
     import shutil
 
     multi = runs["multi"]
+    shutil.rmtree(multi / "sft" / "checkpoints" / "checkpoint-2")
     shutil.rmtree(multi / "sft" / "model")
     shutil.rmtree(multi / "evals" / "sft")
     before = (multi / "metrics.jsonl").read_text().splitlines()
     proc = _r1lab(runs["recipe"], multi.parent, runs["env"], config="cpu_2proc.yaml")
     logs = proc.stdout + proc.stderr
     assert "grpo: already done, skipping" in logs
-    assert "sft: resuming from" in logs and "checkpoint-2" in logs
+    assert "sft: resuming from" in logs and "checkpoint-1" in logs
     assert (multi / "sft" / "model" / "model.safetensors").is_file()
     after = (multi / "metrics.jsonl").read_text().splitlines()
     assert after[: len(before)] == before  # earlier rows untouched
     added = [json.loads(x) for x in after[len(before) :]]
     assert added and all(r["stage"] == "sft" for r in added)
-    assert min(r["step"] for r in added) > 2  # continued from checkpoint-2, did not start over
+    assert {r["step"] for r in added} == {2}  # continued from checkpoint-1, did not start over or overshoot
     kinds = Counter((r["step"], "train_runtime" in r) for r in added)
     assert all(c == 1 for c in kinds.values())  # written by rank 0 only
 
