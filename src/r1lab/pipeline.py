@@ -461,20 +461,17 @@ def summary_tables(summary: dict) -> list:
         cmp = Table(title=f"base vs final on {base.get('n_items')} held-out problems")
         for col in ("model", "accuracy", "format rate", "mean tokens", "truncated"):
             cmp.add_column(col)
-        cmp.add_row(
-            f"base ({summary.get('model')})",
-            _pct(base.get("accuracy")),
-            _pct(base.get("format_rate")),
-            _num(base.get("mean_completion_tokens")),
-            _pct(base.get("truncation_rate")),
-        )
-        cmp.add_row(
-            f"final ({summary.get('final_model')})",
-            _pct(final.get("accuracy")),
-            _pct(final.get("format_rate")),
-            _num(final.get("mean_completion_tokens")),
-            _pct(final.get("truncation_rate")),
-        )
+        for label, m in (
+            (f"base ({summary.get('model')})", base),
+            (f"final ({summary.get('final_model')})", final),
+        ):
+            cmp.add_row(
+                label,
+                _pct(m.get("accuracy")),
+                _pct(m.get("format_rate")),
+                _num(m.get("mean_completion_tokens")),
+                _pct(m.get("truncation_rate")),
+            )
         tables.append(cmp)
     for e in summary.get("stages", []):
         for row in e.get("answers") or []:
