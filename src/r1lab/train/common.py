@@ -129,16 +129,20 @@ def train_from(trainer, resume: str | None, stage_name: str) -> None:
 
     A checkpoint that already reached ``max_steps`` (the run was killed after its last save, before the
     stage's model was written) is loaded as is: the HF Trainer would train one step more than asked.
+    Under DeepSpeed / FSDP the weights only load into the engine that ``train`` builds, so there the
+    Trainer's own resume (and its extra step) is kept.
     """
     import json
 
+    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
     if resume:
         state = json.loads((Path(resume) / "trainer_state.json").read_text())
-        if trainer.args.max_steps > 0 and state.get("global_step", 0) >= trainer.args.max_steps:
+        done = trainer.args.max_steps > 0 and state.get("global_step", 0) >= trainer.args.max_steps
+        if done and not sharded:
             log.info(
                 "%s: %s already reached max_steps=%d; using it", stage_name, resume, trainer.args.max_steps
             )
-            trainer._load_from_checkpoint(resume)  # the Trainer's own loader (PEFT, sharded, DeepSpeed-aware)
+            trainer._load_from_checkpoint(resume)  # the Trainer's own loader (safetensors, sharded, PEFT)
             return
         log.info("%s: resuming from %s", stage_name, resume)
     trainer.train(resume_from_checkpoint=resume)
