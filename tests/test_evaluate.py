@@ -258,9 +258,15 @@ GSM_STYLE = [
 ]
 
 
+def gsm_file(tmp_path, rows):
+    """A GSM8K-style JSONL file of ``rows``."""
+    path = tmp_path / "gsm.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_cli_eval_on_a_local_gsm8k_style_file_then_resume(tmp_path, capsys):
-    data = tmp_path / "gsm.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in GSM_STYLE))
+    data = gsm_file(tmp_path, GSM_STYLE)
     out = tmp_path / "out"
     argv = [
         "eval",
@@ -289,8 +295,7 @@ def test_cli_eval_on_a_local_gsm8k_style_file_then_resume(tmp_path, capsys):
 
 
 def test_cli_eval_prints_a_table(tmp_path, capsys):
-    data = tmp_path / "gsm.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in GSM_STYLE[:1]))
+    data = gsm_file(tmp_path, GSM_STYLE[:1])
     assert (
         main(
             [
@@ -321,8 +326,7 @@ def test_cli_eval_prints_a_table(tmp_path, capsys):
     ],
 )
 def test_cli_eval_bad_flags_exit_2_before_loading_anything(tmp_path, capsys, extra, message):
-    data = tmp_path / "gsm.jsonl"
-    data.write_text(json.dumps(GSM_STYLE[0]) + "\n")
+    data = gsm_file(tmp_path, GSM_STYLE[:1])
     assert main(["eval", "--model", "tiny", "--data", str(data), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("r1lab: error:") and message in err and err.count("\n") == 1
@@ -331,8 +335,7 @@ def test_cli_eval_bad_flags_exit_2_before_loading_anything(tmp_path, capsys, ext
 def test_cli_eval_missing_and_empty_inputs_exit_2(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    data = tmp_path / "gsm.jsonl"
-    data.write_text(json.dumps(GSM_STYLE[0]) + "\n")
+    data = gsm_file(tmp_path, GSM_STYLE[:1])
     assert main(["eval", "--model", "tiny", "--data", str(tmp_path / "nope.jsonl")]) == 2
     assert main(["eval", "--model", "tiny", "--data", str(empty)]) == 2
     assert (
