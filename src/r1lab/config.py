@@ -54,6 +54,10 @@ class StageConfig:
     # grpo
     rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"])
     reward_params: dict[str, Any] = field(default_factory=dict)
+    # GRPO generation: "auto" (r1lab's decoder unless vLLM is on), "r1lab", or "trl" (TRL's model.generate)
+    rollout_engine: str = "auto"
+    # dtype of the weights rollouts decode with: "auto" (bf16 on CPUs with native bf16, else the model's)
+    rollout_dtype: str = "auto"
     # rs / eval / inference
     num_samples: int = 4  # rs: completions per prompt (K); eval: samples per problem
     temperature: float | None = None
@@ -79,7 +83,7 @@ STAGE_FIELDS = {f.name for f in dataclasses.fields(StageConfig)} - {"args"}
 _DATA_FIELDS = {"name", "kind", "model", "data", "split", "n"}
 _SAMPLING_FIELDS = {"num_samples", "temperature", "max_new_tokens", "batch_size"}
 KIND_FIELDS = {
-    "grpo": _DATA_FIELDS | {"rewards", "reward_params", "evaluate"},
+    "grpo": _DATA_FIELDS | {"rewards", "reward_params", "evaluate", "rollout_engine", "rollout_dtype"},
     "sft": _DATA_FIELDS | {"evaluate"},
     "rs": _DATA_FIELDS | _SAMPLING_FIELDS | {"max_per_prompt", "evaluate"},
     "eval": _DATA_FIELDS | _SAMPLING_FIELDS,
@@ -334,6 +338,7 @@ def validate(run: RunConfig) -> RunConfig:
             _validate_trl_args(stage, here)
         if stage.kind == "grpo":
             _validate_rewards(stage, here)
+            _validate_rollouts(stage, here)
         if stage.kind == "rs":
             if stage.num_samples < 1 or stage.max_per_prompt < 1:
                 raise UserError(
@@ -438,6 +443,21 @@ def _validate_rewards(stage: StageConfig, here: str) -> None:
         raise UserError(
             f"{here}: {len(weights)} reward_weights for {len(stage.rewards)} rewards",
             hint="give one weight per reward, in the same order",
+        )
+
+
+def _validate_rollouts(stage: StageConfig, here: str) -> None:
+    engines = ("auto", "r1lab", "trl")
+    if stage.rollout_engine not in engines:
+        raise UserError(
+            f"{here}: rollout_engine {stage.rollout_engine!r} is not one of {', '.join(engines)}",
+            hint="auto uses r1lab's decoder (TRL's vLLM path when use_vllm is on)",
+        )
+    dtypes = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+    if stage.rollout_dtype not in dtypes:
+        raise UserError(
+            f"{here}: rollout_dtype {stage.rollout_dtype!r} is not one of {', '.join(dtypes)}",
+            hint="auto decodes in bf16 on CPUs with native bf16, else in the model's dtype",
         )
 
 

@@ -1,11 +1,11 @@
 """Generation for evaluation and for talking to a model: batched ``generate``, streaming ``ask``.
 
-Batched generation is where evaluation spends its time, so :func:`generate` does the things the
-seed's one-question-at-a-time loop did not: prompts are sorted by length so a batch holds prompts
-of similar size, and :func:`decode_shared_prefix` decodes a batch with the KV cache, prefilling the
-prefix all prompts share (system prompt, chat header) once, prefilling each prompt once for its
-``n_samples`` completions, and dropping finished rows from the batch. Greedy output is token for
-token what ``model.generate`` gives each prompt alone; ``fast_decode=False`` uses ``generate``.
+Batched generation is where evaluation spends its time, so :func:`generate` does what a
+one-question-at-a-time ``generate`` loop does not: prompts are sorted by length so a batch holds prompts
+of similar size, and r1lab's decoder (:func:`r1lab.decoding.decode_shared_prefix`, also GRPO's rollout
+engine) prefills the shared prefix once, each prompt once for its ``n_samples`` completions, and drops
+finished rows from the batch. Greedy output is token for token what ``model.generate`` gives each prompt
+alone; ``fast_decode=False`` uses ``generate``.
 
 :func:`ask` uses the same system prompt as training (``r1lab.prompts``) and can stream the reply
 token by token; :class:`ThinkSplitter` tells the ``<think>`` part of a streamed reply from the
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from r1lab.decoding import decode_shared_prefix, fast_decode_supported
 from r1lab.errors import UserError
 from r1lab.prompts import resolve_system_prompt
 
@@ -139,135 +140,6 @@ def _completion(row: Sequence[int], eos: set[int], tokenizer) -> Completion:
     return Completion(text=text, n_tokens=n, truncated=end is None)
 
 
-def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """Length of the token prefix all ``rows`` share, leaving every row at least one token of its own
-    (the last prompt token must go through the model to give the first next-token logits).
-
-    >>> shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]])
-    2
-    >>> shared_prefix_length([[1, 2, 3], [1, 2, 3]])
-    2
-    """
-    limit = min(len(r) for r in rows) - 1
-    first = rows[0]
-    for i in range(limit):
-        if any(r[i] != first[i] for r in rows):
-            return i
-    return max(limit, 0)
-
-
-def _fast_decode_supported(model) -> bool:
-    """The shared-prefix decoder needs a decoder-only model whose cache can be re-batched."""
-    config = getattr(model, "config", None)
-    return config is not None and not getattr(config, "is_encoder_decoder", False)
-
-
-def decode_shared_prefix(
-    model,
-    rows: Sequence[Sequence[int]],
-    *,
-    per_prompt: int,
-    max_new_tokens: int,
-    eos: set[int],
-    pad_id: int,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-) -> list[list[int]]:
-    """Generated token rows for prompt token ``rows``, ``per_prompt`` rows per prompt, in order.
-
-    The same decoding as ``model.generate`` (greedy, or temperature/top-p sampling with the same
-    warpers), arranged for evaluation throughput:
-
-    - the prefix every prompt shares (the system prompt and chat header: most of an R1 prompt) goes
-      through the model once and its KV cache is copied to every row;
-    - each prompt's own tokens are prefilled once, then copied to its ``per_prompt`` samples;
-    - a row that has produced EOS leaves the batch, so the batch shrinks instead of padding on
-      until its longest member stops.
-
-    Prompt tails of different lengths are padded between the shared prefix and the tail; the
-    attention mask hides the padding and position ids count real tokens only, so every row sees
-    exactly its own prompt.
-    """
-    import torch
-    from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
-    device = next(model.parameters()).device
-    n_prompts = len(rows)
-    shared = shared_prefix_length(rows)
-    cache = DynamicCache(config=model.config)
-
-    def forward(ids, mask, positions, start):
-        steps = ids.shape[1]
-        cache_position = torch.arange(start, start + steps, device=device)
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            cache_position=cache_position,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1, :].float()
-
-    if shared:
-        prefix = torch.tensor([list(rows[0][:shared])], device=device)
-        forward(prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None], 0)
-        cache.batch_repeat_interleave(n_prompts)
-
-    tails = [list(r[shared:]) for r in rows]
-    width = max(len(t) for t in tails)
-    ids = torch.full((n_prompts, width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((n_prompts, shared + width), dtype=torch.long, device=device)
-    mask[:, :shared] = 1
-    positions = torch.zeros((n_prompts, width), dtype=torch.long, device=device)
-    for i, tail in enumerate(tails):
-        pad = width - len(tail)
-        ids[i, pad:] = torch.tensor(tail, device=device)
-        mask[i, shared + pad :] = 1
-        positions[i, pad:] = torch.arange(shared, shared + len(tail), device=device)
-    logits = forward(ids, mask, positions, shared)
-    next_position = torch.tensor([len(r) for r in rows], device=device)
-
-    if per_prompt > 1:
-        cache.batch_repeat_interleave(per_prompt)
-        mask = mask.repeat_interleave(per_prompt, dim=0)
-        logits = logits.repeat_interleave(per_prompt, dim=0)
-        next_position = next_position.repeat_interleave(per_prompt, dim=0)
-
-    warpers = LogitsProcessorList()
-    if temperature > 0:
-        warpers.append(TemperatureLogitsWarper(temperature))
-        if top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p))
-    eos_ids = torch.tensor(sorted(eos) or [-1], device=device)
-    outputs: list[list[int]] = [[] for _ in range(n_prompts * per_prompt)]
-    alive = torch.arange(n_prompts * per_prompt, device=device)
-    length = shared + width
-    for step in range(max_new_tokens):
-        if temperature > 0:
-            probs = torch.softmax(warpers(None, logits), dim=-1)
-            tokens = torch.multinomial(probs, 1).squeeze(1)
-        else:
-            tokens = logits.argmax(dim=-1)
-        for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
-            outputs[row].append(token)
-        if step == max_new_tokens - 1:
-            break
-        running = ~torch.isin(tokens, eos_ids)
-        if not running.all():
-            if not running.any():
-                break
-            keep = running.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            mask, alive, tokens, next_position = mask[keep], alive[keep], tokens[keep], next_position[keep]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        logits = forward(tokens[:, None], mask, next_position[:, None], length)
-        length += 1
-        next_position = next_position + 1
-    return outputs
-
-
 def iter_generate(
     model,
     tokenizer,
@@ -308,7 +180,7 @@ def iter_generate(
     if not eos:
         logger.warning("the tokenizer has no EOS token: every completion will run to max_new_tokens")
     kwargs = sampling_kwargs(temperature, top_p)
-    fast = fast_decode and _fast_decode_supported(model)
+    fast = fast_decode and fast_decode_supported(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side

@@ -40,7 +40,7 @@ def test_sft_starts_from_the_given_model(tiny_run, tmp_path):
     """The seed restarted SFT from the base model; here the previous stage's weights are the start."""
     from r1lab.models import load_model
 
-    base, tok = load_model("tiny")
+    base, tok = load_model("tiny", dtype="float32")  # training loads fp32 master weights on every CPU
     with torch.no_grad():
         for p in base.parameters():
             p.mul_(0.5)  # a recognisably different "previous stage" model

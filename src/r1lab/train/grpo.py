@@ -15,7 +15,9 @@ from r1lab.distributed import main_process_first
 from r1lab.train.callbacks import CompleteCheckpoints, RunLog, SolutionLogger, find_resume_checkpoint
 from r1lab.train.common import (
     build_trl_args,
+    cuda_available,
     load_for_training,
+    numerics_line,
     save_final_model,
     tensorboard_callback,
     train_from,
@@ -47,7 +49,7 @@ def build_grpo_trainer(
 
     ``reward_funcs`` / ``dataset`` replace the stage's own (for tests and library use).
     """
-    from trl import GRPOTrainer
+    from r1lab.train.rollouts import R1labGRPOTrainer
 
     stage_dir = Path(stage_dir)
     run_dir = run.run_dir
@@ -64,16 +66,49 @@ def build_grpo_trainer(
     tb = tensorboard_callback(run_dir, stage)
     if tb is not None:
         callbacks.append(tb)
-    trainer = GRPOTrainer(
+    engine, rollout_dtype, why = rollout_choice(stage, run, args, model)
+    trainer = R1labGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
+        rollout_engine=engine,
+        rollout_dtype=rollout_dtype,
     )
     runlog.trainer = trainer
+    log.info(
+        "%s: rollouts with %s's decoder%s; %s",
+        stage.name,
+        trainer.rollout_engine,
+        why,
+        numerics_line(args, cuda=cuda_available() and run.device != "cpu"),
+    )
     return trainer, tokenizer
+
+
+def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str, object, str]:
+    """``(engine, dtype or None, why)`` for the stage's rollouts from ``rollout_engine`` / ``rollout_dtype``.
+
+    ``auto``: r1lab's decoder unless vLLM generates; decoding in bf16 on a CPU with native bf16 (a bf16 copy
+    of the fp32 training weights, made once per generation batch), else in the weights' own dtype.
+    """
+    import torch
+
+    from r1lab.models import cpu_has_fast_bf16, pick_dtype
+
+    engine = stage.rollout_engine
+    if engine == "auto":
+        engine = "trl" if args.use_vllm else "r1lab"
+    weights = next(model.parameters()).dtype
+    if stage.rollout_dtype != "auto":
+        dtype = pick_dtype("cpu", stage.rollout_dtype)
+        return engine, dtype, f" in {str(dtype).removeprefix('torch.')} (rollout_dtype)"
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if engine == "r1lab" and on_cpu and weights == torch.float32 and cpu_has_fast_bf16():
+        return engine, torch.bfloat16, " in bfloat16 (this CPU has native bf16)"
+    return engine, None, f" in {str(weights).removeprefix('torch.')}"
 
 
 def run_grpo(
