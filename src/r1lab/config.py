@@ -58,6 +58,8 @@ class StageConfig:
     rollout_engine: str = "auto"
     # dtype of the weights rollouts decode with: "auto" (bf16 on CPUs with native bf16, else the model's)
     rollout_dtype: str = "auto"
+    # GRPO loss: run each prompt once for all its completions (exact; see r1lab.train.shared_prompt)
+    share_prompt_forward: bool = True
     # rs / eval / inference
     num_samples: int = 4  # rs: completions per prompt (K); eval: samples per problem
     temperature: float | None = None
@@ -83,7 +85,8 @@ STAGE_FIELDS = {f.name for f in dataclasses.fields(StageConfig)} - {"args"}
 _DATA_FIELDS = {"name", "kind", "model", "data", "split", "n"}
 _SAMPLING_FIELDS = {"num_samples", "temperature", "max_new_tokens", "batch_size"}
 KIND_FIELDS = {
-    "grpo": _DATA_FIELDS | {"rewards", "reward_params", "evaluate", "rollout_engine", "rollout_dtype"},
+    "grpo": _DATA_FIELDS
+    | {"rewards", "reward_params", "evaluate", "rollout_engine", "rollout_dtype", "share_prompt_forward"},
     "sft": _DATA_FIELDS | {"evaluate"},
     "rs": _DATA_FIELDS | _SAMPLING_FIELDS | {"max_per_prompt", "evaluate"},
     "eval": _DATA_FIELDS | _SAMPLING_FIELDS,

@@ -76,6 +76,7 @@ def build_grpo_trainer(
         callbacks=callbacks,
         rollout_engine=engine,
         rollout_dtype=rollout_dtype,
+        share_prompt_forward=stage.share_prompt_forward,
     )
     runlog.trainer = trainer
     log.info(

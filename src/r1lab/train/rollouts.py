@@ -35,12 +35,21 @@ class R1labGRPOTrainer(GRPOTrainer):
     ``rollout_dtype`` (a torch dtype or None) decodes with a copy of the weights in that dtype (bf16 on
     CPUs with native bf16) while training keeps its own."""
 
-    def __init__(self, *args, rollout_engine: str = "r1lab", rollout_dtype=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        rollout_engine: str = "r1lab",
+        rollout_dtype=None,
+        share_prompt_forward: bool = True,
+        **kwargs,
+    ):
         if rollout_engine not in ROLLOUT_ENGINES:
             raise ValueError(f"rollout_engine must be one of {ROLLOUT_ENGINES}, got {rollout_engine!r}")
         super().__init__(*args, **kwargs)
         self.rollout_engine = rollout_engine
         self.rollout_dtype = rollout_dtype
+        # gradient checkpointing recomputes without a KV cache, so the shared prompt forward cannot apply
+        self.share_prompt_forward = share_prompt_forward and not self.args.gradient_checkpointing
         self._fallback_logged = False
         self.sampling, why = sampling_from_generation_config(self.generation_config)
         if rollout_engine == "r1lab":
@@ -97,6 +106,39 @@ class R1labGRPOTrainer(GRPOTrainer):
                 pad_id=self._tokenizer.pad_token_id,
             )
         return completion_ids, None
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **multimodal,
+    ):
+        """TRL's per-token log-probs, with one prompt forward per distinct prompt (see
+        :mod:`r1lab.train.shared_prompt`) for text-only batches."""
+        if self.share_prompt_forward and not compute_aux_loss and all(v is None for v in multimodal.values()):
+            from r1lab.train.shared_prompt import shared_prompt_logps
+
+            shared = shared_prompt_logps(
+                model, input_ids, attention_mask, logits_to_keep, autocast=self.accelerator.autocast
+            )
+            if shared is not None:
+                logps, entropies = shared
+                return logps, (entropies if compute_entropy else None), None
+        return super()._get_per_token_logps_and_entropies(
+            model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size=batch_size,
+            compute_entropy=compute_entropy,
+            compute_aux_loss=compute_aux_loss,
+            **multimodal,
+        )
 
 
 def rollout(

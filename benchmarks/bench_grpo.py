@@ -1,0 +1,274 @@
+"""GRPO speed: plain TRL ``GRPOTrainer`` against r1lab's GRPO stage, same settings, one process run.
+
+For each setting (the seed recipe's GRPO stage, and TRL's defaults with ``num_generations: 8``,
+``max_completion_length: 128``) both trainers start from the same weights, prompts, rewards and
+``GRPOConfig`` (r1lab's defaults for this machine: bf16 autocast only on CPUs with native bf16):
+
+- **TRL**: ``trl.GRPOTrainer`` as is (``model.generate`` on the padded generation batch);
+- **r1lab**: ``r1lab.train.grpo.build_grpo_trainer``, i.e. what ``r1lab run`` trains with (r1lab's decoder
+  for rollouts, in bf16 on CPUs with native bf16).
+
+Each runs ``R1LAB_BENCH_GRPO_STEPS`` optimizer steps (default 4); the first is a warm-up and not counted.
+Per step it records wall time, completion tokens, and the split: generation (the trainer's single-turn
+generation call), reward scoring, and the rest (loss forward + backward + optimizer: "update"). The
+update's arithmetic rate is compared with this machine's measured matmul peak (a large fp32, and where
+native, bf16 ``torch.mm``): ~6 x parameters x tokens FLOPs for forward and backward.
+
+Writes ``benchmarks/results/grpo.json`` and ``grpo.md``. Knobs: ``R1LAB_BENCH_GRPO_MODEL`` (default
+``smollm2-135m``), ``R1LAB_BENCH_GRPO_STEPS``, ``R1LAB_BENCH_GRPO_SETTINGS`` (comma list of ``seed``,
+``trl-defaults``).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks.machine import describe_machine
+
+RESULTS = Path(__file__).parent / "results"
+SEED_RECIPE = Path(__file__).parent.parent / "recipes" / "seed.yaml"
+
+
+def matmul_peak_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
+    """The best rate of a ``size``-square matmul in ``dtype`` (GFLOP/s)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+class PhaseTimer:
+    """Wraps a trainer's generation and reward methods and times every optimizer step."""
+
+    def __init__(self, trainer):
+        from transformers import TrainerCallback
+
+        self.steps: list[dict] = []
+        self.current = {"generate": 0.0, "rewards": 0.0, "tokens": 0, "start": 0.0}
+        timer = self
+
+        def timed(name, fn):
+            def wrapper(*args, **kwargs):
+                t0 = time.perf_counter()
+                out = fn(*args, **kwargs)
+                timer.current[name] += time.perf_counter() - t0
+                if name == "generate":
+                    timer.current["tokens"] += sum(len(ids) for ids in out[0])
+                return out
+
+            return wrapper
+
+        trainer._generate_single_turn = timed("generate", trainer._generate_single_turn)
+        trainer._calculate_rewards = timed("rewards", trainer._calculate_rewards)
+
+        class StepTimes(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                timer.current = {"generate": 0.0, "rewards": 0.0, "tokens": 0, "start": time.perf_counter()}
+
+            def on_step_end(self, args, state, control, **kwargs):
+                c = timer.current
+                total = time.perf_counter() - c["start"]
+                timer.steps.append(
+                    {
+                        "seconds": total,
+                        "generate": c["generate"],
+                        "rewards": c["rewards"],
+                        "update": total - c["generate"] - c["rewards"],
+                        "completion_tokens": c["tokens"],
+                    }
+                )
+
+        trainer.add_callback(StepTimes())
+
+
+def summarize(steps: list[dict], n_params: int, prompt_tokens_per_step: float, peak: float) -> dict:
+    """Medians over the timed steps (the first is a warm-up)."""
+    timed = steps[1:] or steps
+    med = {k: statistics.median(s[k] for s in timed) for k in timed[0]}
+    trained_tokens = prompt_tokens_per_step + med["completion_tokens"]
+    update_gflops = 6 * n_params * trained_tokens / med["update"] / 1e9
+    return {
+        "seconds_per_step": med["seconds"],
+        "completion_tokens_per_step": med["completion_tokens"],
+        "completion_tokens_per_second": med["completion_tokens"] / med["seconds"],
+        "generate_seconds": med["generate"],
+        "generate_tokens_per_second": med["completion_tokens"] / med["generate"],
+        "rewards_seconds": med["rewards"],
+        "update_seconds": med["update"],
+        "update_gflops": update_gflops,
+        "update_fraction_of_peak": update_gflops / peak,
+        "steps_timed": len(timed),
+    }
+
+
+def settings() -> dict[str, dict]:
+    import yaml
+
+    seed = next(s for s in yaml.safe_load(SEED_RECIPE.read_text())["stages"] if s["kind"] == "grpo")
+    seed = {k: v for k, v in seed.items() if not k.startswith("vllm_")}
+    trl_defaults = {
+        "name": "grpo",
+        "kind": "grpo",
+        "rewards": seed["rewards"],
+        "num_generations": 8,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 128,
+    }
+    return {"seed": seed, "trl-defaults": trl_defaults}
+
+
+def run_one(engine: str, stage_fields: dict, spec: str, steps: int, workdir: Path) -> tuple[list[dict], dict]:
+    import torch
+    from trl import GRPOTrainer
+
+    from r1lab.config import RunConfig, validate
+    from r1lab.train.grpo import build_grpo_trainer, grpo_dataset, grpo_rewards
+
+    recipe = __import__("yaml").safe_load(SEED_RECIPE.read_text())
+    stage = dict(stage_fields, max_steps=steps, save_steps=10_000, n=64)
+    run = validate(
+        RunConfig.from_dict(
+            {
+                "name": f"bench-{engine}",
+                "model": spec,
+                "output_dir": str(workdir),
+                "system_prompt": recipe["system_prompt"],
+                "data": recipe["data"],
+                "eval_n": 0,
+                "report": False,
+                "stages": [stage],
+            }
+        )
+    )
+    st = run.stages[0]
+    torch.manual_seed(0)
+    trainer, _ = build_grpo_trainer(st, run, model_spec=spec, stage_dir=workdir / engine)
+    if engine == "trl":  # plain TRL: the same model, args, prompts and rewards in TRL's own class
+        trainer = GRPOTrainer(
+            model=trainer.model,
+            reward_funcs=grpo_rewards(st),
+            args=trainer.args,
+            train_dataset=grpo_dataset(st, run),
+            processing_class=trainer.processing_class,
+        )
+    timer = PhaseTimer(trainer)
+    prompt_lengths = []
+    original = trainer._generate
+
+    def record_prompts(prompts):
+        out = original(prompts)
+        prompt_lengths.append(sum(len(p) for p in out[0]))
+        return out
+
+    trainer._generate = record_prompts
+    trainer.train()
+    info = {
+        "n_params": sum(p.numel() for p in trainer.model.parameters()),
+        "prompt_tokens_per_step": statistics.median(prompt_lengths),
+        "bf16_autocast": bool(trainer.args.bf16),
+        "rollout_engine": getattr(trainer, "rollout_engine", "trl"),
+    }
+    return timer.steps, info
+
+
+def main() -> dict:
+    import tempfile
+
+    import torch
+
+    from r1lab.io import atomic_write_json, atomic_write_text
+    from r1lab.models import cpu_has_fast_bf16
+
+    spec = os.environ.get("R1LAB_BENCH_GRPO_MODEL", "smollm2-135m")
+    steps = int(os.environ.get("R1LAB_BENCH_GRPO_STEPS", "4"))
+    wanted = os.environ.get("R1LAB_BENCH_GRPO_SETTINGS", "seed,trl-defaults").split(",")
+    peaks = {"float32": matmul_peak_gflops("float32")}
+    if cpu_has_fast_bf16():
+        peaks["bfloat16"] = matmul_peak_gflops("bfloat16")
+    all_settings = settings()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in wanted:
+            results[name] = {}
+            for engine in ("trl", "r1lab"):
+                raw, info = run_one(engine, all_settings[name], spec, steps, Path(tmp) / name)
+                peak = peaks["bfloat16" if info["bf16_autocast"] else "float32"]
+                results[name][engine] = {
+                    **summarize(raw, info["n_params"], info["prompt_tokens_per_step"], peak),
+                    **info,
+                    "steps": raw,
+                }
+            r, t = results[name]["r1lab"], results[name]["trl"]
+            results[name]["speedup_tokens_per_second"] = (
+                r["completion_tokens_per_second"] / t["completion_tokens_per_second"]
+            )
+            results[name]["speedup_generate"] = r["generate_tokens_per_second"] / t["generate_tokens_per_second"]
+
+    header = (
+        f"{'setting':13} {'trainer':7} {'s/step':>7} {'compl tok/s':>11} {'gen s':>6} {'gen tok/s':>9} "
+        f"{'reward s':>8} {'update s':>8} {'update % peak':>13}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, res in results.items():
+        for engine in ("trl", "r1lab"):
+            r = res[engine]
+            lines.append(
+                f"{name:13} {engine:7} {r['seconds_per_step']:7.1f} {r['completion_tokens_per_second']:11.1f} "
+                f"{r['generate_seconds']:6.1f} {r['generate_tokens_per_second']:9.1f} {r['rewards_seconds']:8.2f} "
+                f"{r['update_seconds']:8.1f} {100 * r['update_fraction_of_peak']:12.0f}%"
+            )
+        lines.append(
+            f"{'':13} ratio   end to end {res['speedup_tokens_per_second']:.2f}x, "
+            f"generation {res['speedup_generate']:.2f}x"
+        )
+    table = "\n".join(lines)
+    print(table)
+    machine = describe_machine()
+    machine["torch_threads"] = torch.get_num_threads()
+    machine["native_cpu_bf16"] = cpu_has_fast_bf16()
+    machine["matmul_peak_gflops"] = peaks
+    try:
+        machine["load_average_at_end"] = os.getloadavg()
+    except OSError:  # pragma: no cover
+        pass
+    result = {
+        "benchmark": "grpo",
+        "model": spec,
+        "optimizer_steps": steps,
+        "settings": all_settings,
+        "machine": machine,
+        "results": results,
+        "goal": "end-to-end completion tokens/s >= 5x plain TRL with the same settings",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(RESULTS / "grpo.json", result)
+    md = (
+        "# GRPO speed: plain TRL GRPOTrainer vs r1lab's GRPO stage\n\n"
+        f"Model `{spec}`, {steps} optimizer steps per trainer (the first a warm-up, medians of the rest), "
+        "same weights, prompts (built-in level-1 problems with the seed recipe's system prompt), rewards and "
+        "GRPOConfig. `gen tok/s` is completion tokens per second inside the generation call; `update` is the "
+        "step's wall time less generation and reward scoring (loss forward, backward, optimizer); `update % "
+        "peak` is its rate (6 x parameters x prompt+completion tokens) over this machine's measured matmul "
+        "peak in the dtype it trains in.\n\n"
+        f"```\n{table}\n```\n\n"
+        f"Machine: {machine}\n\n"
+        "Settings: `seed` is recipes/seed.yaml's GRPO stage; `trl-defaults` is TRL's defaults with "
+        "num_generations 8 and max_completion_length 128 (one prompt x 8 completions per step).\n"
+    )
+    atomic_write_text(RESULTS / "grpo.md", md)
+    return result
+
+
+if __name__ == "__main__":
+    main()

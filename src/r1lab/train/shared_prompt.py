@@ -1,0 +1,89 @@
+"""GRPO's loss forward with each prompt computed once for all its completions.
+
+TRL scores a batch as ``num_generations`` full rows per prompt: prompt + completion, each
+row running the whole prompt through the model again, forward and backward. With R1-style system
+prompts the prompt is most of a row (the seed recipe: ~130 prompt tokens, <= 64 completion tokens), so
+most of the update recomputes the same prompt ``num_generations`` times.
+
+Here the rows of a prompt share one prompt forward: the prompt (all but its last token) runs once per
+distinct prompt, its KV cache is copied to that prompt's rows (an indexing op, so gradients from every
+row flow back into the one prompt forward and add up), and each row runs only ``[last prompt token] +
+completion`` through the model, with TRL's own fused LM head computing the completion log-probabilities
+and entropies. Positions, masks and the temperature are TRL's, so the result is the same computation
+(equal up to float rounding; ``tests/train/test_shared_prompt.py`` checks values and gradients).
+"""
+
+from __future__ import annotations
+
+
+def prompt_groups(prompt_ids, prompt_mask):
+    """``(first_rows, row_to_group)``: one row index per distinct prompt (its first row), and for every row
+    the index of its prompt. TRL shuffles the generation batch before splitting it into optimizer steps,
+    so a prompt's rows need not be next to each other.
+
+    >>> import torch
+    >>> ids = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 5, 6], [0, 5, 6]])
+    >>> first, group = prompt_groups(ids, ids != 0)
+    >>> first.tolist(), group.tolist()
+    ([0, 1], [0, 1, 0, 0])
+    """
+    import torch
+
+    keys = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
+    _, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    # number the distinct prompts in order of first appearance (unique sorts them)
+    order: dict[int, int] = {}
+    first: list[int] = []
+    for row, key in enumerate(inverse.tolist()):
+        if key not in order:
+            order[key] = len(first)
+            first.append(row)
+    group = torch.tensor([order[k] for k in inverse.tolist()], device=prompt_ids.device)
+    return torch.tensor(first, device=prompt_ids.device), group
+
+
+def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *, autocast):
+    """Per-token log-probabilities and entropies of the last ``logits_to_keep`` tokens of each row, as
+    TRL's ``_get_per_token_logps_and_entropies`` computes them (model patched with TRL's fused LM head),
+    with one prompt forward per distinct prompt. ``None`` when the batch has no repeated prompt (the
+    caller then uses TRL's path)."""
+    from transformers import DynamicCache
+
+    width = input_ids.size(1) - logits_to_keep
+    if width < 2:
+        return None
+    prompt_ids, prompt_mask = input_ids[:, :width], attention_mask[:, :width]
+    first, group = prompt_groups(prompt_ids, prompt_mask)
+    if len(first) == input_ids.size(0):
+        return None
+    head_ids, head_mask = prompt_ids[first, :-1], prompt_mask[first, :-1]
+    cache = DynamicCache(config=_config(model))
+    with autocast():
+        model(
+            input_ids=head_ids,
+            attention_mask=head_mask,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    cache.batch_select_indices(group.to(head_ids.device))  # each row gets its prompt's cache (differentiable)
+    tail_ids = input_ids[:, width - 1 :]
+    labels = tail_ids.masked_fill(attention_mask[:, width - 1 :] == 0, -100)
+    labels[:, 0] = -100  # the last prompt token is input only
+    with autocast():
+        out = model(
+            input_ids=tail_ids,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            labels=labels,
+            fused_lm_head=True,
+        )
+    return out.log_probs[:, -logits_to_keep:], (
+        out.entropy[:, -logits_to_keep:] if out.entropy is not None else None
+    )
+
+
+def _config(model):
+    while not hasattr(model, "config") and hasattr(model, "module"):  # DDP wraps the model
+        model = model.module
+    return model.config

@@ -1,0 +1,78 @@
+"""GRPO's loss forward with one prompt forward per distinct prompt equals TRL's (values and gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_rollouts import make_trainer
+
+from r1lab.train.shared_prompt import prompt_groups
+
+
+@pytest.fixture(scope="module")
+def lively():
+    from r1lab.models import load_model
+
+    model, tok = load_model("tiny", dtype="float32", for_training=True)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.normal_(0.0, 0.3)
+    return model, tok
+
+
+def scored_batch(trainer):
+    inputs = [trainer.train_dataset[i] for i in range(2) for _ in range(4)]
+    trainer.model.train()
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(inputs)
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    # TRL shuffles the generation batch before the loss sees it: a prompt's rows are not adjacent
+    perm = torch.tensor([0, 4, 1, 5, 6, 2, 3, 7])
+    return ids[perm], mask[perm], out["completion_ids"].size(1), out["completion_mask"][perm].bool()
+
+
+def logps_and_grads(trainer, ids, mask, keep, shared: bool, monkeypatch):
+    import r1lab.train.shared_prompt as sp
+
+    calls = []
+    real = sp.shared_prompt_logps
+    monkeypatch.setattr(sp, "shared_prompt_logps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    trainer.share_prompt_forward = shared
+    trainer.model.zero_grad()
+    logps, ent, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, mask, keep, compute_entropy=True
+    )
+    assert bool(calls) == shared  # the path under test really ran
+    cm = mask[:, -keep:].bool()
+    (logps[cm].sum() + 0.1 * ent[cm].sum()).backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return logps.detach(), ent.detach(), grads
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prompt_forward_equals_trls_values_and_gradients(lively, tmp_path, temperature, monkeypatch):
+    trainer = make_trainer(lively, tmp_path, "r1lab", temperature=temperature, max_completion_length=8)
+    ids, mask, keep, cm = scored_batch(trainer)
+    assert len(prompt_groups(ids[:, :-keep], mask[:, :-keep])[0]) == 2  # 2 prompts x 4 completions
+    a_lp, a_ent, a_grads = logps_and_grads(trainer, ids, mask, keep, shared=True, monkeypatch=monkeypatch)
+    b_lp, b_ent, b_grads = logps_and_grads(trainer, ids, mask, keep, shared=False, monkeypatch=monkeypatch)
+    torch.testing.assert_close(a_lp[cm], b_lp[cm], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a_ent[cm], b_ent[cm], rtol=1e-4, atol=1e-4)
+    assert a_grads.keys() == b_grads.keys() and a_grads
+    for name in a_grads:
+        torch.testing.assert_close(a_grads[name], b_grads[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_distinct_prompts_use_trls_path(lively, tmp_path):
+    from r1lab.train.shared_prompt import shared_prompt_logps
+
+    trainer = make_trainer(lively, tmp_path, "r1lab", max_completion_length=8)
+    ids, mask, keep, _ = scored_batch(trainer)
+    rows = [0, 1]  # one row of each prompt: nothing to share
+    assert (
+        shared_prompt_logps(trainer.model, ids[rows], mask[rows], keep, autocast=trainer.accelerator.autocast)
+        is None
+    )
