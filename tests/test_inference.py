@@ -26,6 +26,9 @@ from r1lab.inference import (
 )
 from r1lab.prompts import R1_SYSTEM_PROMPT
 
+# Depends on the CPU-bf16 decision (models.cpu_has_fast_bf16): `make test` also runs these with it flipped.
+pytestmark = pytest.mark.dtype
+
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +78,26 @@ def test_bad_specs_fail_fast_with_a_fix(spec, needle, monkeypatch):
 def test_dir_without_config_is_rejected(tmp_path):
     with pytest.raises(UserError, match="no config.json"):
         resolve_model(str(tmp_path))
+
+
+@pytest.mark.dtype
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_cpu_bf16_decision_can_be_forced_and_drives_the_defaults(monkeypatch, native):
+    """R1LAB_CPU_BF16 forces the CPU-bf16 decision: inference weights and the trainer's autocast follow it;
+    training weights stay fp32 either way."""
+    from r1lab.config import RunConfig
+    from r1lab.models import cpu_has_fast_bf16
+    from r1lab.train.common import trl_defaults
+
+    monkeypatch.setenv("R1LAB_CPU_BF16", native)
+    on = native == "1"
+    assert cpu_has_fast_bf16() is on
+    assert pick_dtype("cpu", "auto") == (torch.bfloat16 if on else torch.float32)
+    assert pick_dtype("cpu", "auto", for_training=True) == torch.float32
+    run = RunConfig.from_dict(
+        {"name": "x", "model": "tiny", "device": "cpu", "stages": [{"name": "g", "kind": "grpo"}]}
+    )
+    assert trl_defaults(run.stages[0], run, Path("out"))["bf16"] is on
 
 
 def test_dtype_and_lora_choices():

@@ -232,6 +232,11 @@ def load_config(
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise UserError(f"{p}: not valid YAML: {err}".replace("\n", " "), hint="fix the syntax") from err
+        if not isinstance(data, dict):
+            raise UserError(
+                f"{p}: a recipe must be a mapping of fields, not a {type(data).__name__}",
+                hint="start with `name:`, `model:` and `stages:` (see recipes/seed.yaml)",
+            )
     if overrides:
         data = apply_overrides(data, overrides, source=source or "recipe")
     return RunConfig.from_dict(data, source=source)
@@ -316,6 +321,9 @@ def world_size() -> int:
 def validate(run: RunConfig) -> RunConfig:
     """Check a run before any model loads; raise :class:`UserError` with the fix for the first problem."""
     where = run.source or "recipe"
+    check_field_types(run, where)
+    for stage in run.stages:
+        check_field_types(stage, f"{where}: stage {stage.name!r}")
     if not run.name or "/" in run.name or run.name.startswith("."):
         raise UserError(
             f"{where}: bad run name {run.name!r}", hint="use a plain folder name, e.g. --name demo"
@@ -357,6 +365,83 @@ def validate(run: RunConfig) -> RunConfig:
 DEFAULT_QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have now?"
 
 
+_TYPE_NAMES = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "list": "a list",
+    "dict": "a mapping",
+}
+
+
+def _expected_types(annotation: str) -> set[str] | None:
+    """The plain types a field annotation allows (``"int | None"`` -> {"int", "None"}); None if any."""
+    kinds = set()
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    for part in text.replace("typing.", "").replace("Optional[", "").replace("]", "").split("|"):
+        base = part.strip().split("[")[0]
+        if base in ("Any", "object", "Union", "Literal"):
+            return None
+        kinds.add(base)
+    return kinds
+
+
+def coerce_field(name: str, value: Any, annotation: str, where: str) -> Any:
+    """``value`` if it fits ``annotation`` (ints for floats, numeric strings such as YAML's ``1e-5`` for
+    floats), else a :class:`UserError` naming the field.
+
+    >>> coerce_field("learning_rate", "1e-5", "float", "recipe")
+    1e-05
+    >>> coerce_field("max_steps", "abc", "int", "recipe")
+    Traceback (most recent call last):
+    r1lab.errors.UserError: recipe: max_steps must be a whole number, got 'abc' (str) (fix the field's value)
+    """
+    kinds = _expected_types(annotation)
+    if kinds is None or ("None" in kinds and value is None):
+        return value
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if not isinstance(value, bool):
+        if "int" in kinds and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            return int(value) if "float" not in kinds else value
+        if "float" in kinds:
+            if isinstance(value, int | float):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+    if "str" in kinds and isinstance(value, str):
+        return value
+    if "list" in kinds and isinstance(value, list):
+        return value
+    if "dict" in kinds and isinstance(value, dict):
+        return value
+    if not kinds & {"int", "float", "bool", "str", "list", "dict"}:
+        return value  # a type r1lab does not check (an enum, a class)
+    wanted = " or ".join(_TYPE_NAMES[k] for k in sorted(kinds) if k in _TYPE_NAMES)
+    raise UserError(
+        f"{where}: {name} must be {wanted}, got {value!r} ({type(value).__name__})",
+        hint="fix the field's value",
+    )
+
+
+def check_field_types(obj, where: str) -> None:
+    """Check (and coerce, see :func:`coerce_field`) every r1lab field of a RunConfig/StageConfig."""
+    for f in dataclasses.fields(obj):
+        if f.name in ("stages", "args", "source"):
+            continue
+        setattr(obj, f.name, coerce_field(f.name, getattr(obj, f.name), f.type, where))
+    if isinstance(obj, StageConfig) and obj.kind in TRAINING_KINDS:
+        cls = trl_config_class(obj.kind)
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, value in obj.args.items():
+            if key in types:
+                obj.args[key] = coerce_field(key, value, types[key], where)
+
+
 def _validate_trl_args(stage: StageConfig, here: str) -> None:
     cls = trl_config_class(stage.kind)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -367,6 +452,16 @@ def _validate_trl_args(stage: StageConfig, here: str) -> None:
                 f"{here}: unknown field {key!r} (not an r1lab {stage.kind} field nor a TRL {cls.__name__} field)",
                 hint=hint or f"see `python -c 'import trl; help(trl.{cls.__name__})'` for valid names",
             )
+    max_steps = stage.args.get("max_steps")
+    if (
+        max_steps is not None
+        and max_steps <= 0
+        and not (max_steps == -1 and "num_train_epochs" in stage.args)
+    ):
+        raise UserError(
+            f"{here}: max_steps must be >= 1, got {max_steps}",
+            hint="or remove it and set num_train_epochs to train by epochs",
+        )
     reserved = {"output_dir"}
     for key in reserved & set(stage.args):
         raise UserError(

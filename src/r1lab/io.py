@@ -101,6 +101,7 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
+        _follow_umask(tmp)
         if final.exists():
             if not overwrite:
                 return
@@ -114,6 +115,61 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _follow_umask(root: Path) -> None:
+    """Give a tree built in a ``mkdtemp`` folder (0700) the permissions every other file gets."""
+    mask = _umask()
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files and folders that atomic writes leave behind when killed, under
+    ``root`` (two levels: a run folder and its stage folders). Call it only while holding the run's lock."""
+    removed = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for path in [*root.glob(".*.tmp"), *root.glob("*/.*.tmp"), *root.glob("*/*/.*.tmp")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the block; if another process holds it,
+    raise :class:`~r1lab.errors.UserError` at once. The lock goes with the process (kill -9 included)."""
+    import fcntl
+
+    from r1lab.errors import UserError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(
+                f"{what} is in use by {holder}",
+                hint="wait for it to finish, or use another --name",
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -26,7 +26,8 @@ from typing import Any
 
 from r1lab.config import RunConfig, StageConfig, validate
 from r1lab.errors import UserError
-from r1lab.io import atomic_write_json, atomic_write_text, read_jsonl
+from r1lab.io import atomic_write_json, atomic_write_text, exclusive_lock, read_jsonl, remove_stale_temps
+from r1lab.stats import paired_tests
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +151,15 @@ def stage_rewards(run: RunConfig, stage: str) -> list[float]:
     return [by_step[k] for k in sorted(by_step)]
 
 
-def describe_progress(before: dict | None, after: dict | None, rewards: list[float]) -> str:
+def describe_progress(
+    before: dict | None, after: dict | None, rewards: list[float], vs_base: dict | None = None
+) -> str:
     """One honest sentence on what a training stage changed (\"learned nothing\" when nothing moved).
 
-    The reward trend compares the mean of the first and last quarter of logged steps; a held-out change
-    counts only when it exceeds one standard error of the accuracy estimate (sqrt(p(1-p)/n)).
+    The reward trend compares the mean of the first and last quarter of logged steps. A held-out change
+    counts when a paired test against the base model (``vs_base``, from :func:`r1lab.stats.paired_tests`)
+    finds it significant (p < 0.05, more problems gained than lost); without paired results, when it exceeds
+    one standard error of the accuracy estimate (sqrt(p(1-p)/n)).
 
     >>> describe_progress({"accuracy": 0.1, "format_rate": 0.0, "n_items": 50},
     ...                   {"accuracy": 0.1, "format_rate": 0.0, "n_items": 50}, [0.2, 0.2, 0.21, 0.2])
@@ -173,7 +178,18 @@ def describe_progress(before: dict | None, after: dict | None, rewards: list[flo
         se = max(((a0 * (1 - a0)) / n) ** 0.5, 1.0 / n)
         fse = max(((f0 * (1 - f0)) / n) ** 0.5, 1.0 / n)
         parts.append(f"held-out accuracy {a0:.1%} -> {a1:.1%}, format {f0:.1%} -> {f1:.1%}")
-        moved |= (a1 - a0) > se or (f1 - f0) > fse
+        if vs_base is None:
+            moved |= (a1 - a0) > se or (f1 - f0) > fse
+    if vs_base:
+        from r1lab.stats import describe_test
+
+        parts.append(
+            "vs base: "
+            + ", ".join(
+                describe_test(n, vs_base[k]) for k, n in (("accuracy", "accuracy"), ("format_rate", "format"))
+            )
+        )
+        moved |= any(t["p"] < 0.05 and t["gained"] > t["lost"] for t in vs_base.values())
     if not parts:
         return "no measurements"
     return ("improved: " if moved else "learned nothing measurable: ") + "; ".join(parts)
@@ -256,6 +272,16 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
     ``only`` restricts the run to the named stages (earlier finished stages still provide the model).
     """
     check(run)
+    _prepare_models(run)  # a model that cannot load fails here, before anything is written
+    if not is_main_process():  # rank 0 holds the run's lock for all processes
+        return _run_stages(run, only)
+    with exclusive_lock(run.run_dir / ".lock", f"run {run.name!r} ({run.run_dir})"):
+        for path in remove_stale_temps(run.run_dir):
+            log.info("removed %s (left by an interrupted write)", path)
+        return _run_stages(run, only)
+
+
+def _run_stages(run: RunConfig, only: list[str] | None) -> dict:
     import yaml
 
     run_dir = run.run_dir
@@ -265,7 +291,6 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
     summary = load_summary(run)
     summary["model"] = run.model
-    _prepare_models(run)
     current = run.model
     prev_metrics = summary.get("base_metrics")
     if prev_metrics is None and any(s.trains and s.evaluate for s in run.stages):
@@ -278,11 +303,16 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
         skip = only is not None and stage.name not in only
         if stage.writes_model and (stage_dir / "model" / "config.json").is_file():
             model_out = str(stage_dir / "model")
-            if entry.get("status") != "done":  # killed after the model landed, before the summary did
-                entry.update(status="done", model=model_out)
-            log.info("%s: already done, skipping", stage.name)
+            if entry.get("status") != "done" or _evaluation_missing(stage, run, entry):
+                # killed after the model landed, before its evaluation or the summary did: finish those
+                log.info("%s: model already trained; finishing its evaluation", stage.name)
+                prev_metrics = _evaluate_stage(stage, run, summary, entry, model_out, prev_metrics)
+                entry["status"] = "done"
+                _save_summary(run, summary)
+            else:
+                log.info("%s: already done, skipping", stage.name)
+                prev_metrics = entry.get("metrics_after") or prev_metrics
             current = model_out
-            prev_metrics = entry.get("metrics_after") or prev_metrics
             continue
         if entry.get("status") == "done" and not stage.writes_model and _outputs_present(stage, stage_dir):
             log.info("%s: already done, skipping", stage.name)
@@ -314,11 +344,9 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
         if stage.trains:
             model_out = str(_run_training(stage, run, start_model, stage_dir))
             _release_memory()
-            after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
-            entry.update(model=model_out, metrics_before=prev_metrics, metrics_after=after)
-            entry["achieved"] = describe_progress(prev_metrics, after, stage_rewards(run, stage.name))
+            entry["train_seconds"] = round(time.time() - t0, 1)
+            prev_metrics = _evaluate_stage(stage, run, summary, entry, model_out, prev_metrics)
             current = model_out
-            prev_metrics = after or prev_metrics
         elif stage.kind == "rs":
             from r1lab.train.rejection import run_rejection_sampling
 
@@ -339,6 +367,25 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
     if run.report and is_main_process():
         _write_report(run_dir)
     return summary
+
+
+def _evaluation_missing(stage: StageConfig, run: RunConfig, entry: dict) -> bool:
+    return bool(stage.evaluate and run.eval_n > 0 and not entry.get("metrics_after"))
+
+
+def _evaluate_stage(
+    stage: StageConfig, run: RunConfig, summary: dict, entry: dict, model_out: str, before: dict | None
+) -> dict | None:
+    """Measure a trained stage's model on the held-out problems (resumable: evals/<stage>/), test it against
+    the base model, and record both in its summary entry. Returns the metrics later stages start from."""
+    after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
+    evals = run.run_dir / "evals"
+    vs_base = paired_tests(evals / "base", evals / stage.name) if after else None
+    entry.update(model=model_out, metrics_before=before, metrics_after=after, vs_base=vs_base)
+    entry["achieved"] = describe_progress(before, after, stage_rewards(run, stage.name), vs_base)
+    if vs_base:
+        summary["final_vs_base"] = vs_base
+    return after or before
 
 
 def _empty_stage_data(stage: StageConfig, run: RunConfig) -> str | None:
@@ -458,7 +505,14 @@ def summary_tables(summary: dict) -> list:
     tables = [stages]
     base, final = summary.get("base_metrics"), summary.get("final_metrics")
     if base and final:
-        cmp = Table(title=f"base vs final on {base.get('n_items')} held-out problems")
+        tests = summary.get("final_vs_base") or {}
+        caption = "; ".join(
+            f"{name}: +{t['gained']}/-{t['lost']} problems, p={t['p']:.3g} ({t['test']})"
+            for name, t in tests.items()
+        )
+        cmp = Table(
+            title=f"base vs final on {base.get('n_items')} held-out problems", caption=caption or None
+        )
         for col in ("model", "accuracy", "format rate", "mean tokens", "truncated"):
             cmp.add_column(col)
         for label, m in (

@@ -327,6 +327,11 @@ def _stage_plots(stage: str, metrics: dict[str, list[tuple[float, float]]]) -> l
     plots = [
         line_plot(f"{stage}: rewards", rewards, "mean reward", bold="total"),
         line_plot(
+            f"{stage}: format rate of sampled completions",
+            {"format": metrics.get("rewards/format/mean", [])},
+            "fraction in the R1 format",
+        ),
+        line_plot(
             f"{stage}: mean completion length",
             {"length": metrics.get("completions/mean_length", [])},
             "tokens",
@@ -394,6 +399,30 @@ def _eval_table(stages: list[dict]) -> str:
                     ]
                 )
     return _table(["stage", *EVAL_KEYS], rows) if rows else ""
+
+
+def _significance_table(stages: list[dict]) -> str:
+    """Each evaluated stage against the base model on the same problems (McNemar's exact test)."""
+    rows = []
+    for s in stages:
+        for metric, t in (s.get("vs_base") or {}).items():
+            rows.append(
+                [
+                    s.get("name", "?"),
+                    metric,
+                    t.get("before"),
+                    t.get("after"),
+                    t.get("gained"),
+                    t.get("lost"),
+                    f"{t.get('p', 1.0):.3g}",
+                ]
+            )
+    if not rows:
+        return ""
+    return "<h3>Paired test against the base model</h3>" + _table(
+        ["stage", "metric", "base", "after stage", "problems gained", "problems lost", "p (McNemar exact)"],
+        rows,
+    )
 
 
 def _achieved(stage: dict) -> str:
@@ -480,6 +509,7 @@ def render_report(run_dir: str | Path) -> str:
         if eval_html
         else '<p class="empty">no evaluation metrics recorded</p>'
     )
+    body.append(_significance_table(stages))
 
     body.append("<h2>Training curves</h2>")
     if not series:

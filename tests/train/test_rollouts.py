@@ -16,6 +16,9 @@ from train_helpers import grpo_rows
 from r1lab.decoding import Sampling, decode_shared_prefix, group_repeats, sampling_from_generation_config
 from r1lab.train.rollouts import R1labGRPOTrainer
 
+# Depends on the CPU-bf16 decision (models.cpu_has_fast_bf16): `make test` also runs these with it flipped.
+pytestmark = pytest.mark.dtype
+
 
 def length_reward(completions, **kwargs):
     return [float(len(c[0]["content"]) % 3) for c in completions]

@@ -36,6 +36,7 @@ def test_run_sft_writes_model_logs_and_checkpoints(tiny_run):
     assert sorted(p.name for p in (run.run_dir / "sft" / "checkpoints").glob("checkpoint-*"))
 
 
+@pytest.mark.dtype
 def test_sft_starts_from_the_given_model(tiny_run, tmp_path):
     """The seed restarted SFT from the base model; here the previous stage's weights are the start."""
     from r1lab.models import load_model

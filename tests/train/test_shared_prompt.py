@@ -8,6 +8,9 @@ from test_rollouts import make_trainer
 
 from r1lab.train.shared_prompt import prompt_groups
 
+# Depends on the CPU-bf16 decision (models.cpu_has_fast_bf16): `make test` also runs these with it flipped.
+pytestmark = pytest.mark.dtype
+
 
 @pytest.fixture(scope="module")
 def lively():

@@ -64,7 +64,7 @@ def register(sub) -> None:
     )
     score.add_argument("--completion-field", default="completion", help="field holding the completion")
     score.add_argument(
-        "--timeout", type=float, default=None, help="per-item verification time limit in seconds; None: 2"
+        "--timeout", type=_seconds, default=None, help="per-item verification time limit in seconds; None: 2"
     )
     score.add_argument(
         "--out",
@@ -312,3 +312,16 @@ def _audit(args: argparse.Namespace) -> int:
     if ties:
         console.print(f"probes that should lose but tie with it: {', '.join(ties)}")
     return 1 if (higher and args.fail_on_higher) else 0
+
+
+def _seconds(text: str) -> float:
+    """argparse type for --timeout: a positive, finite number of seconds."""
+    import argparse
+
+    from r1lab.errors import UserError
+    from r1lab.rewards.verify import check_timeout
+
+    try:
+        return check_timeout(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(err.message) from None

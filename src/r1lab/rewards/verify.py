@@ -160,6 +160,7 @@ class VerifierPool:
         self, pairs: Sequence[tuple[str | None, str]], *, timeout: float = DEFAULT_TIMEOUT
     ) -> list[bool | None]:
         """Verify each (answer, reference) pair; an item past ``timeout`` seconds counts as False."""
+        timeout = check_timeout(timeout)
         results: list[bool | None] = [False] * len(pairs)
         if not pairs:
             return results
@@ -331,6 +332,29 @@ def _clean(text: str) -> str:
     # answer; dropping them keeps pipes, regexes and the LaTeX parser on ordinary text.
     text = text.replace("\x00", "")
     return text.encode("utf-8", "ignore").decode("utf-8", "ignore") if not text.isascii() else text
+
+
+def check_timeout(timeout) -> float:
+    """``timeout`` as a positive, finite number of seconds, else a :class:`UserError` (0, a negative number or
+    nan would remove the bound on verification time).
+
+    >>> check_timeout("2.5")
+    2.5
+    """
+    import math
+
+    from r1lab.errors import UserError
+
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(
+            f"verification timeout must be a positive number of seconds, got {timeout!r}",
+            hint="e.g. --timeout 2 (the default)",
+        )
+    return value
 
 
 def verify_answers(

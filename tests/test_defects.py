@@ -1,0 +1,132 @@
+"""Reproductions of defects found by probing (reliability issue, part C), one test each."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from r1lab.cli import main
+from r1lab.errors import UserError
+from r1lab.io import atomic_dir, atomic_write_text, exclusive_lock, remove_stale_temps
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        (["--grpo.max_steps", "abc"], "max_steps must be a whole number"),
+        (["--grpo.learning_rate", "[1,2]"], "learning_rate must be a number"),
+        (["--grpo.learning_rate", "fast"], "learning_rate must be a number"),
+        (["--eval_n", "many"], "eval_n must be a whole number"),
+        (
+            ["--grpo.per_device_train_batch_size", "eight"],
+            "per_device_train_batch_size must be a whole number",
+        ),
+        (["--grpo.rewards", "5"], "rewards must be a list"),
+        (["--grpo.max_steps", "-5"], "max_steps must be >= 1"),  # D11: trained 3 epochs silently
+        (["--grpo.max_steps", "0"], "max_steps must be >= 1"),  # D11: trained nothing
+    ],
+)
+def test_d3_d11_wrongly_typed_fields_exit_2_in_one_line_writing_nothing(tmp_path, capsys, override, fragment):
+    rc = main(
+        ["run", "--config", "recipes/seed.yaml", "--model", "tiny", "--output-dir", str(tmp_path), *override]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and fragment in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_d3_numeric_strings_are_numbers_and_a_list_recipe_is_an_error(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                "recipes/seed.yaml",
+                "--model",
+                "tiny",
+                "--grpo.learning_rate",
+                "1e-5",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    recipe = tmp_path / "list.yaml"
+    recipe.write_text("- name: grpo\n  kind: grpo\n")
+    assert main(["run", "--config", str(recipe), "--output-dir", str(tmp_path / "runs")]) == 2
+    assert "a recipe must be a mapping" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_d12_verification_timeout_must_be_positive_and_finite(tmp_path, capsys, value):
+    from r1lab.rewards.verify import check_timeout, verify_answers
+
+    with pytest.raises(UserError, match="positive number of seconds"):
+        check_timeout(value)
+    with pytest.raises(UserError):
+        verify_answers(["1"], ["\\frac{1}{1}"], timeout=float(value))
+    data = tmp_path / "c.jsonl"
+    data.write_text(json.dumps({"completion": "<answer>1</answer>", "solution": "1"}) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rewards", "score", str(data), "--timeout", value])
+    assert exit_info.value.code == 2
+
+
+def test_d6_stale_temporaries_are_removed(tmp_path):
+    run = tmp_path / "run"
+    (run / "grpo" / ".model.abc.tmp").mkdir(parents=True)
+    (run / ".summary.json.xyz.tmp").write_text("{")
+    (run / "summary.json").write_text("{}")
+    removed = remove_stale_temps(run)
+    assert len(removed) == 2
+    assert sorted(p.name for p in run.rglob("*")) == ["grpo", "summary.json"]
+
+
+def test_d7_a_second_run_with_the_same_name_fails_at_once(tmp_path):
+    with exclusive_lock(tmp_path / ".lock", "run 'x'"):
+        with pytest.raises(UserError, match=r"run 'x' is in use by process \d+"):
+            with exclusive_lock(tmp_path / ".lock", "run 'x'"):
+                pass
+    with exclusive_lock(tmp_path / ".lock", "run 'x'"):  # released: usable again
+        pass
+
+
+def test_d7_cli_refuses_a_run_whose_directory_is_locked(tmp_path, capsys, r1lab_cache):
+    with exclusive_lock(tmp_path / "busy" / ".lock", "held by the test"):
+        rc = main(
+            [
+                "run",
+                "--config",
+                "recipes/seed.yaml",
+                "--model",
+                "tiny",
+                "--name",
+                "busy",
+                "--output-dir",
+                str(tmp_path),
+                "--eval_n",
+                "0",
+            ]
+        )
+    err = capsys.readouterr().err
+    assert rc == 2 and "is in use by process" in err
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".lock"]
+
+
+def test_d14_saved_directories_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "weights.bin").write_bytes(b"x")
+            os.chmod(tmp / "weights.bin", 0o600)
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "model" / "weights.bin").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
