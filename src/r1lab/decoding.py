@@ -232,6 +232,21 @@ def _seen_tokens(rows: Sequence[Sequence[int]], device):
     return torch.tensor([[r[0]] * (width - len(r)) + list(r) for r in rows], device=device)
 
 
+def sample_tokens(logits):
+    """One token per row drawn from ``softmax(logits)`` by inverting the cumulative distribution.
+
+    The same distribution as ``torch.multinomial`` (which ``generate`` uses), at a fraction of its cost on a
+    CPU: multinomial draws an exponential variate per vocabulary entry (~12 ms a step for 8 rows of
+    SmolLM2's 49k vocabulary), this one uniform per row.
+    """
+    import torch
+
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    u = torch.rand((logits.shape[0], 1), device=logits.device, dtype=cdf.dtype) * cdf[:, -1:]
+    # right=True: the first token whose cumulative mass exceeds u, so a zero-probability token is never drawn
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+
+
 def decode_shared_prefix(
     model,
     rows: Sequence[Sequence[int]],
@@ -270,10 +285,7 @@ def decode_shared_prefix(
     for step in range(max_new_tokens):
         if processors:
             logits = processors(seen, logits)
-        if sampling.greedy:
-            tokens = logits.argmax(dim=-1)
-        else:
-            tokens = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+        tokens = logits.argmax(dim=-1) if sampling.greedy else sample_tokens(logits)
         for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
             outputs[row].append(token)
         running = ~torch.isin(tokens, eos_ids)

@@ -374,6 +374,7 @@ def verify_answers(
     >>> verify_answers(["18", "$18", "19", None, "\\\\frac{1}{2}"], ["18", "#### 18", "18", "18", "0.5"])
     [True, True, False, False, True]
     """
+    timeout = check_timeout(timeout)
     if len(answers) != len(references):
         raise ValueError(f"{len(answers)} answers but {len(references)} references")
     results: list[bool | None] = [None] * len(answers)
