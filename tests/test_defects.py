@@ -130,3 +130,40 @@ def test_d14_saved_directories_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "model" / "weights.bin").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+
+
+def test_d9_a_lone_surrogate_in_jsonl_is_scored_printed_and_written(tmp_path, capsys):
+    data = tmp_path / "c.jsonl"
+    data.write_text('{"completion": "<think>x</think><answer>\\ud800 7</answer>", "solution": "7"}\n')
+    out = tmp_path / "scored.jsonl"
+    assert main(["rewards", "score", str(data), "--out", str(out), "--show", "1"]) == 0
+    capsys.readouterr()
+    row = json.loads(out.read_text())
+    assert row["completion"].endswith("\ud800 7</answer>") and row["scores"]["format"] == 1.0
+
+
+def test_d1_answer_extraction_is_linear_on_unclosed_boxes():
+    import time
+
+    from r1lab.rewards import extract_answer
+    from r1lab.rewards.verify import verify_answers
+
+    hostile = "<answer>" + "\\boxed{" * 10000
+    t0 = time.perf_counter()
+    extract_answer(hostile)
+    extract_answer(hostile + "</answer>")
+    verify_answers([None], ["7"])
+    assert time.perf_counter() - t0 < 2.0  # was 57 s (quadratic)
+
+
+def test_last_boxed_has_one_definition_with_one_behaviour():
+    """data and rewards used to disagree on these two inputs; r1lab.answers owns the function now."""
+    import importlib
+
+    from r1lab.answers import last_boxed
+
+    data_answers = importlib.import_module("r1lab.data.answers")
+    reward_extract = importlib.import_module("r1lab.rewards.extract")
+    assert data_answers.last_boxed is last_boxed is reward_extract.last_boxed
+    assert last_boxed(r"\boxed{a} then \boxed{unclosed") == "a"
+    assert last_boxed(r"\boxed 7.") == "7"

@@ -93,10 +93,22 @@ def _launched_rank() -> int:
         return 0
 
 
+def _tolerate_unencodable_output() -> None:
+    """Print text that cannot be encoded (a lone surrogate from a JSONL file) as an escape, not a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change mid-flight keeps its setting
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``r1lab`` console script; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _tolerate_unencodable_output()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

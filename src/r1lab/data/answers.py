@@ -9,38 +9,11 @@ from __future__ import annotations
 
 import re
 
+from r1lab.answers import last_boxed
+
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``), nested braces kept.
-
-    >>> last_boxed(r"so $x = \\boxed{\\frac{1}{2}}$ and then \\boxed{\\dfrac{\\sqrt{3}}{2}}.")
-    '\\\\dfrac{\\\\sqrt{3}}{2}'
-    >>> last_boxed(r"\\boxed 7") , last_boxed("no box"), last_boxed(r"\\boxed{unclosed")
-    ('7', None, None)
-    """
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
-    if start < 0:
-        return None
-    i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
-    if i < len(text) and text[i] == " ":  # "\boxed 7": the argument is the next token
-        rest = text[i + 1 :].split("$", 1)[0].strip()
-        return rest.split()[0] if rest else None
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    return None
 
 
 def after_hashes(text: str) -> str | None:

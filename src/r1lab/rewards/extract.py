@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, last_boxed
+
 DEFAULT_FALLBACKS: tuple[str, ...] = ("boxed", "answer_is", "last_number")
 KNOWN_FALLBACKS = ("boxed", "answer_is", "last_number")
 
@@ -19,9 +21,7 @@ KNOWN_FALLBACKS = ("boxed", "answer_is", "last_number")
 MAX_TAIL_CHARS = 4000
 MAX_ANSWER_CHARS = 1000
 
-_ANSWER_OPEN = "<answer>"
-_ANSWER_CLOSE = "</answer>"
-_THINK_CLOSE = "</think>"
+_ANSWER_OPEN, _ANSWER_CLOSE, _THINK_CLOSE = ANSWER_OPEN, ANSWER_CLOSE, THINK_CLOSE
 
 _ANSWER_IS_RE = re.compile(
     r"(?:final answer|answer)\s*(?:is|=|:)\s*:?\s*(.{1,200}?)\s*(?:\.\s|\.$|$|\n)",
@@ -73,41 +73,6 @@ def completion_text(completion: Any) -> str:
         ]
         return "".join(parts)
     return str(completion)
-
-
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last ``\boxed{...}`` (or ``\fbox{...}``) with balanced braces, or None.
-
-    >>> last_boxed(r"so \boxed{\frac{1}{2}} and \boxed{3}")
-    '3'
-    >>> last_boxed(r"\boxed{\frac{1}{2}}")
-    '\\frac{1}{2}'
-    >>> last_boxed(r"\boxed 5") is None
-    False
-    """
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    while start != -1:
-        i = start + (6 if text.startswith("\\boxed", start) else 5)
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                ch = text[j]
-                if ch == "{":
-                    depth += 1
-                elif ch == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1 : j].strip()
-                j += 1
-        elif i < len(text) and text[i] == " ":
-            # "\boxed 5": the argument is the next token.
-            m = re.match(r"\s+([^\s$]+)", text[i : i + 200])
-            if m:
-                return m.group(1).rstrip(".")
-        # Unbalanced or empty: try the previous occurrence.
-        prev = max(text.rfind("\\boxed", 0, start), text.rfind("\\fbox", 0, start))
-        start = prev
-    return None
 
 
 def _answer_is(text: str) -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from r1lab.compat import recorded_logs
 from r1lab.io import append_jsonl, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class RunLog(TrainerCallback):
         return control
 
     def _write_samples(self, step: int) -> None:
-        recorded = getattr(self.trainer, "_logs", None)
+        recorded = recorded_logs(self.trainer)
         if not recorded or not recorded.get("completion"):
             return
         prompts, completions = list(recorded["prompt"]), list(recorded["completion"])

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from r1lab.compat import load_checkpoint_weights
 from r1lab.config import RunConfig, StageConfig, trl_config_class
 from r1lab.errors import UserError
 from r1lab.io import atomic_dir
@@ -158,7 +159,7 @@ def train_from(trainer, resume: str | None, stage_name: str) -> None:
             log.info(
                 "%s: %s already reached max_steps=%d; using it", stage_name, resume, trainer.args.max_steps
             )
-            trainer._load_from_checkpoint(resume)  # the Trainer's own loader (safetensors, sharded, PEFT)
+            load_checkpoint_weights(trainer, resume)
             return
         log.info("%s: resuming from %s", stage_name, resume)
     trainer.train(resume_from_checkpoint=resume)

@@ -23,6 +23,7 @@ import logging
 
 from trl import GRPOTrainer
 
+from r1lab.compat import summon_full_params, trainer_tokenizer
 from r1lab.decoding import decode_shared_prefix, fast_decode_supported, sampling_from_generation_config
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class R1labGRPOTrainer(GRPOTrainer):
                 gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
             ) as unwrapped,
             torch.no_grad(),
-            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+            summon_full_params(self),
             _decoding_copy(unwrapped, self.rollout_dtype) as model,
         ):
             completion_ids = rollout(
@@ -103,7 +104,7 @@ class R1labGRPOTrainer(GRPOTrainer):
                 sampling=self.sampling,
                 max_new_tokens=self.max_completion_length,
                 eos=set(self.eos_token_ids),
-                pad_id=self._tokenizer.pad_token_id,
+                pad_id=trainer_tokenizer(self).pad_token_id,
             )
         return completion_ids, None
 

@@ -1,0 +1,68 @@
+"""Every use r1lab makes of a private TRL / transformers API, in one place.
+
+Private names change without notice between releases. Keeping them here means an upgrade breaks in one
+module, and ``tests/test_compat.py`` checks each of them against the installed versions (names, signatures),
+so ``make upgrade`` fails loudly at the line that changed instead of deep inside a training run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+# GRPOTrainer methods r1lab overrides (r1lab.train.rollouts), with the parameters it relies on, in order.
+GRPO_OVERRIDES = {
+    "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
+    "_get_per_token_logps_and_entropies": [
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+    ],
+}
+# GRPOTrainer attributes r1lab reads (set in GRPOTrainer.__init__).
+GRPO_ATTRIBUTES = ("_dist", "_tokenizer", "eos_token_ids", "generation_config", "max_completion_length")
+
+
+def grpo_override_problems() -> list[str]:
+    """What no longer matches in the installed TRL (empty when r1lab's overrides still fit)."""
+    from trl import GRPOTrainer
+
+    problems = []
+    for name, expected in GRPO_OVERRIDES.items():
+        method = getattr(GRPOTrainer, name, None)
+        if method is None:
+            problems.append(f"GRPOTrainer.{name} is gone")
+            continue
+        params = list(inspect.signature(method).parameters)
+        if params[: len(expected)] != expected:
+            problems.append(f"GRPOTrainer.{name}{tuple(params)} no longer starts with {tuple(expected)}")
+    return problems
+
+
+def summon_full_params(trainer):
+    """TRL's FSDP full-parameter context for generation (a no-op without FSDP)."""
+    dist = getattr(trainer, "_dist", None)
+    if dist is None:
+        return contextlib.nullcontext()
+    return dist.summon_full_params(trainer.model_wrapped, recurse=False)
+
+
+def trainer_tokenizer(trainer):
+    """The text tokenizer of a GRPOTrainer (its processing class, or the processor's tokenizer)."""
+    return getattr(trainer, "_tokenizer", None) or trainer.processing_class
+
+
+def load_checkpoint_weights(trainer, checkpoint: str) -> None:
+    """Load a checkpoint's weights into the trainer's model with the Trainer's own loader (safetensors,
+    sharded, PEFT), without training."""
+    trainer._load_from_checkpoint(checkpoint)
+
+
+def recorded_logs(trainer):
+    """The Trainer's in-flight log buffer when it keeps one (else None)."""
+    return getattr(trainer, "_logs", None)
