@@ -31,3 +31,11 @@ def test_dynamic_cache_rebatching_api():
 
     for name in ("batch_select_indices", "batch_repeat_interleave"):
         assert callable(getattr(DynamicCache, name, None)), name
+
+
+def test_the_kv_cache_keyword_is_one_the_model_takes():
+    from r1lab.compat import cache_argument
+    from r1lab.models import load_model
+
+    model, _ = load_model("tiny")
+    assert cache_argument(model) in inspect.signature(type(model).forward).parameters

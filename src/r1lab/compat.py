@@ -8,6 +8,7 @@ so ``make upgrade`` fails loudly at the line that changed instead of deep inside
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 
 # GRPOTrainer methods r1lab overrides (r1lab.train.rollouts), with the parameters it relies on, in order.
@@ -42,6 +43,24 @@ def grpo_override_problems() -> list[str]:
         if params[: len(expected)] != expected:
             problems.append(f"GRPOTrainer.{name}{tuple(params)} no longer starts with {tuple(expected)}")
     return problems
+
+
+def cache_argument(model) -> str:
+    """The name a model's ``forward`` takes its KV cache under: ``cache`` since transformers 5.24
+    (``past_key_values`` is deprecated there and goes in 5.40), ``past_key_values`` before."""
+    return _cache_argument(type(_unwrap(model)))
+
+
+def _unwrap(model):
+    while not hasattr(model, "config") and hasattr(model, "module"):  # DDP wraps the model
+        model = model.module
+    base = getattr(model, "get_base_model", None)  # PEFT
+    return base() if callable(base) else model
+
+
+@functools.cache
+def _cache_argument(cls) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def summon_full_params(trainer):

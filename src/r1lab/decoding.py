@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from r1lab.compat import cache_argument
 from r1lab.errors import UserError
 
 
@@ -187,7 +188,7 @@ class _Batch:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=self.cache,
+            **{cache_argument(self.model): self.cache},
             cache_position=torch.arange(self.length, self.length + steps, device=self.device),
             use_cache=True,
             logits_to_keep=1,

@@ -58,9 +58,44 @@ def find_resume_checkpoint(checkpoints_dir: str | Path, *, clean: bool = True) -
         elif clean:
             log.warning("removing incomplete checkpoint %s (interrupted while saving)", child)
             shutil.rmtree(child, ignore_errors=True)
-    if not good:
-        return None
-    return str(max(good)[1])
+    for _, child in sorted(good, reverse=True):  # newest first; a damaged one is passed over, once, loudly
+        damaged = damaged_weights(child)
+        if damaged is None:
+            return str(child)
+        log.warning(
+            "checkpoint %s is damaged (%s); %s",
+            child,
+            damaged,
+            "removing it and trying the one before" if clean else "trying the one before",
+        )
+        if clean:
+            shutil.rmtree(child, ignore_errors=True)
+    return None
+
+
+def damaged_weights(directory: str | Path) -> str | None:
+    """What is wrong with the ``*.safetensors`` files of a saved model or checkpoint, or None if they are
+    whole: each file's header must parse and the file must hold every byte its header promises (a file
+    cut short by a full disk or a copy gives itself away here, before a loader fails on it)."""
+    import json
+    import struct
+
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > size - 8:
+                    return f"{path.name}: header runs past the end of the file"
+                header = json.loads(f.read(n))
+        except (OSError, struct.error, ValueError, UnicodeDecodeError) as err:
+            return f"{path.name}: unreadable header ({err.__class__.__name__})"
+        ends = [
+            v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+        ]
+        if 8 + n + max(ends, default=0) > size:
+            return f"{path.name}: truncated ({size} bytes, header needs {8 + n + max(ends, default=0)})"
+    return None
 
 
 class RunLog(TrainerCallback):

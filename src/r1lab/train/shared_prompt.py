@@ -49,6 +49,8 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *
     caller then uses TRL's path)."""
     from transformers import DynamicCache
 
+    from r1lab.compat import cache_argument
+
     width = input_ids.size(1) - logits_to_keep
     if width < 2:
         return None
@@ -58,13 +60,14 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *
         return None
     head_ids, head_mask = prompt_ids[first, :-1], prompt_mask[first, :-1]
     cache = DynamicCache(config=_config(model))
+    key = cache_argument(model)  # the KV cache's keyword in this transformers version
     with autocast():
         model(
             input_ids=head_ids,
             attention_mask=head_mask,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{key: cache},
         )
     cache.batch_select_indices(group.to(head_ids.device))  # each row gets its prompt's cache (differentiable)
     tail_ids = input_ids[:, width - 1 :]
@@ -74,8 +77,8 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *
         out = model(
             input_ids=tail_ids,
             attention_mask=attention_mask,
-            past_key_values=cache,
             labels=labels,
+            **{key: cache},
             fused_lm_head=True,
         )
     return out.log_probs[:, -logits_to_keep:], (
