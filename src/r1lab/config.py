@@ -103,6 +103,10 @@ class RunConfig:
     output_dir: str = "runs"
     seed: int = 0
     system_prompt: str | None = "r1"
+    # Text the assistant's reply starts with, written into every prompt (GRPO, evaluation, rejection
+    # sampling, inference): "<think>\n" makes the R1 format reachable for a small model. Rewards and
+    # evaluation score the whole reply (prefix + completion).
+    reply_prefix: str | None = None
     data: str = "builtin"  # default training data for stages without their own
     eval_data: str = "builtin"  # held-out problems for before/after metrics (its test split)
     eval_n: int = 32  # held-out problems per before/after measurement; 0 turns it off

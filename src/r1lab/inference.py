@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from r1lab.data.formatting import reply_prefix_of
 from r1lab.decoding import decode_shared_prefix, fast_decode_supported
 from r1lab.errors import UserError
 from r1lab.prompts import resolve_system_prompt
@@ -94,9 +95,15 @@ def render_prompts(tokenizer, prompts: Sequence[Messages]) -> list[str]:
             "the tokenizer has no chat template",
             hint="use an instruct/chat model, or a model saved by r1lab (its tokenizers carry a template)",
         )
-    return [
-        tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
-    ]
+    return [_render(tokenizer, list(p)) for p in prompts]
+
+
+def _render(tokenizer, messages: Messages) -> str:
+    """A chat prompt as text: the assistant's turn opened, or continued when the prompt already holds its
+    start (a final assistant message, r1lab's ``reply_prefix``)."""
+    if messages and messages[-1].get("role") == "assistant":
+        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,6 +137,16 @@ def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
     if temperature == 0:
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0}
+
+
+def _with_prefix(prefix: str, completion: Completion) -> Completion:
+    """The whole reply: a prompt's ``reply_prefix`` (already in the prompt) followed by what was generated;
+    the token count stays the generated tokens'."""
+    if not prefix:
+        return completion
+    return Completion(
+        text=prefix + completion.text, n_tokens=completion.n_tokens, truncated=completion.truncated
+    )
 
 
 def _completion(row: Sequence[int], eos: set[int], tokenizer) -> Completion:
@@ -218,7 +235,13 @@ def iter_generate(
                     )
                     gen_rows = out[:, enc["input_ids"].shape[1] :].tolist()
             flat = [_completion(r, eos, tokenizer) for r in gen_rows]
-            grouped = [flat[j * per_call : (j + 1) * per_call] for j in range(len(idx))]
+            grouped = [
+                [
+                    _with_prefix(reply_prefix_of(prompts[i]), c)
+                    for c in flat[j * per_call : (j + 1) * per_call]
+                ]
+                for j, i in enumerate(idx)
+            ]
             if greedy and n_samples > 1:
                 grouped = [g * n_samples for g in grouped]
             yield idx, grouped
@@ -474,8 +497,10 @@ def ask(
     seed: int = 0,
     on_text: Callable[[str], None] | None = None,
     on_start: Callable[[bool], None] | None = None,
+    reply_prefix: str | None = None,
 ) -> Answer:
-    """Ask one question; returns an :class:`Answer`.
+    """Ask one question; returns an :class:`Answer`. ``reply_prefix`` starts the reply (the run's
+    ``reply_prefix``, e.g. ``"<think>\n"``); the returned text includes it.
 
     Uses the training system prompt (``"r1"``) unless told otherwise. With ``on_text`` the reply
     is streamed: ``on_text`` gets each decoded chunk as it is generated. ``on_start`` is called
@@ -493,6 +518,8 @@ def ask(
         )
     model, tokenizer = load_pair(model_or_pair)
     messages = build_messages(question, system_prompt, history)
+    if reply_prefix:
+        messages.append({"role": "assistant", "content": reply_prefix})
     prefilled = prompt_prefills_think(render_prompts(tokenizer, [messages])[0])
     if on_start is not None:
         on_start(prefilled)
@@ -513,6 +540,12 @@ def ask(
         if on_text is not None:
             on_text(chunk)
     seconds = time.perf_counter() - t0
+    text = (reply_prefix or "") + "".join(chunks)
     return make_answer(
-        question, "".join(chunks), info["n_tokens"], info["truncated"], seconds, think_prefilled=prefilled
+        question,
+        text,
+        info["n_tokens"],
+        info["truncated"],
+        seconds,
+        think_prefilled=prefilled and not reply_prefix,
     )

@@ -115,7 +115,12 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | 
 
     with main_process_first():
         ds = load_eval_dataset(
-            run.eval_data, split="test", n=run.eval_n, system_prompt=run.system_prompt, seed=run.seed
+            run.eval_data,
+            split="test",
+            n=run.eval_n,
+            system_prompt=run.system_prompt,
+            seed=run.seed,
+            reply_prefix=run.reply_prefix,
         )
     log.info("measuring %s on %d held-out problems", label, len(ds))
     result = evaluate(
@@ -220,6 +225,7 @@ def _run_eval(stage: StageConfig, run: RunConfig, model: str, stage_dir: Path) -
             n=stage.n,
             system_prompt=run.system_prompt,
             seed=run.seed,
+            reply_prefix=run.reply_prefix,
         )
     temperature = 0.0 if stage.temperature is None else stage.temperature
     return evaluate(
@@ -255,6 +261,7 @@ def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) ->
                 temperature=temperature,
                 max_new_tokens=stage.max_new_tokens,
                 seed=run.seed,
+                reply_prefix=run.reply_prefix,
             )
             row[label] = {
                 "text": a.text,

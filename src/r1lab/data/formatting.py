@@ -30,31 +30,64 @@ _BESPOKE = (
 _THINK_PREFIX = re.compile(r"^\s*<think>\s*")
 
 
-def chat_prompt(problem: str, system_prompt: str | None) -> list[dict]:
-    """``[system?, user]`` messages for a question.
+def chat_prompt(problem: str, system_prompt: str | None, reply_prefix: str | None = None) -> list[dict]:
+    """``[system?, user, assistant?]`` messages for a question. ``reply_prefix`` starts the assistant's turn
+    (e.g. ``"<think>\n"``): chat templates render it as the start of the reply, and the model continues it.
 
     >>> chat_prompt("1+1?", "Be brief.")
     [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': '1+1?'}]
+    >>> chat_prompt("1+1?", None, "<think>\n")[-1]
+    {'role': 'assistant', 'content': '<think>\n'}
     """
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": problem})
+    if reply_prefix:
+        messages.append({"role": "assistant", "content": reply_prefix})
     return messages
 
 
-def grpo_row(problem: str, solution: str, system_prompt: str | None) -> dict:
+def reply_prefix_of(prompt) -> str:
+    """The start of the reply a chat prompt already holds (its final assistant message), or ``""``.
+
+    >>> reply_prefix_of([{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\n"}])
+    '<think>\n'
+    >>> reply_prefix_of("plain text prompt")
+    ''
+    """
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and isinstance(prompt[-1], dict)
+        and prompt[-1].get("role") == "assistant"
+    ):
+        return str(prompt[-1].get("content") or "")
+    return ""
+
+
+def grpo_row(problem: str, solution: str, system_prompt: str | None, reply_prefix: str | None = None) -> dict:
     """One GRPO row: conversational ``prompt`` plus the reference answer as ``solution``.
 
     >>> grpo_row("What is 2+3?", "5", None)["prompt"]
     [{'role': 'user', 'content': 'What is 2+3?'}]
     """
-    return {"prompt": chat_prompt(problem, system_prompt), "solution": solution, "problem": problem}
+    return {
+        "prompt": chat_prompt(problem, system_prompt, reply_prefix),
+        "solution": solution,
+        "problem": problem,
+    }
 
 
 def eval_row(
-    problem: str, solution: str, system_prompt: str | None, *, subject: str | None, level: str | None
+    problem: str,
+    solution: str,
+    system_prompt: str | None,
+    *,
+    subject: str | None,
+    level: str | None,
+    reply_prefix: str | None = None,
 ) -> dict:
     """One evaluation row (a GRPO row plus ``subject`` and ``level``, ``""`` when unknown)."""
-    row = grpo_row(problem, solution, system_prompt)
+    row = grpo_row(problem, solution, system_prompt, reply_prefix)
     row["subject"] = subject or ""
     row["level"] = "" if level is None else str(level)
     return row

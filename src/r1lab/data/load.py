@@ -244,9 +244,10 @@ def load_grpo_dataset(
     seed: int = 0,
     columns: dict[str, str] | None = None,
     on_bad_row: str = "error",
+    reply_prefix: str | None = None,
 ):
-    """A GRPO dataset: ``prompt`` ([system, user] messages), ``solution`` (reference answer),
-    ``problem`` (the question text).
+    """A GRPO dataset: ``prompt`` ([system, user] messages, plus ``reply_prefix`` as the start of the
+    assistant's turn when given), ``solution`` (reference answer), ``problem`` (the question text).
 
     ``columns`` overrides detected column names (``{"question": ..., "answer": ...}``);
     ``on_bad_row="skip"`` drops unusable rows (counted in a warning) instead of raising.
@@ -259,7 +260,9 @@ def load_grpo_dataset(
         source, kind="grpo", split=split, n=n, seed=seed, columns=columns, on_bad_row=on_bad_row
     )
     prompt = resolve_system_prompt(system_prompt)
-    return _to_dataset([grpo_row(r.problem, r.answer, _system(r, system_prompt, prompt)) for r in records])
+    return _to_dataset(
+        [grpo_row(r.problem, r.answer, _system(r, system_prompt, prompt), reply_prefix) for r in records]
+    )
 
 
 def load_sft_dataset(
@@ -308,9 +311,11 @@ def load_eval_dataset(
     seed: int = 0,
     columns: dict[str, str] | None = None,
     on_bad_row: str = "error",
+    reply_prefix: str | None = None,
 ):
     """An evaluation dataset: ``prompt``, ``solution``, ``problem``, ``subject``, ``level``
-    (``""`` when the source does not say). Defaults to the ``test`` split.
+    (``""`` when the source does not say). Defaults to the ``test`` split. ``reply_prefix`` as in
+    :func:`load_grpo_dataset`.
 
     >>> ds = load_eval_dataset("builtin", n=3)
     >>> ds.column_names
@@ -322,7 +327,14 @@ def load_eval_dataset(
     prompt = resolve_system_prompt(system_prompt)
     return _to_dataset(
         [
-            eval_row(r.problem, r.answer, _system(r, system_prompt, prompt), subject=r.subject, level=r.level)
+            eval_row(
+                r.problem,
+                r.answer,
+                _system(r, system_prompt, prompt),
+                subject=r.subject,
+                level=r.level,
+                reply_prefix=reply_prefix,
+            )
             for r in records
         ]
     )

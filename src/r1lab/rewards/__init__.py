@@ -32,10 +32,11 @@ from r1lab.rewards.functions import (
     Verdict,
     judge,
 )
-from r1lab.rewards.registry import REWARDS, get_reward_funcs, parse_names
+from r1lab.rewards.registry import REWARDS, WholeReply, get_reward_funcs, parse_names
 from r1lab.rewards.verify import DEFAULT_TIMEOUT, VerifierPool, shutdown_pool, verify_answers
 
 __all__ = [
+    "WholeReply",
     "DEFAULT_FALLBACKS",
     "DEFAULT_TIMEOUT",
     "REWARDS",

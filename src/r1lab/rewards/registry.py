@@ -102,3 +102,43 @@ def get_reward_funcs(names: list[str] | str, **params: Mapping[str, Any]) -> lis
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad parameters for reward {name!r}: {exc}") from exc
     return funcs
+
+
+class WholeReply:
+    """A reward that scores the reply as the model gave it: when a prompt ends with the start of the
+    assistant's turn (a ``reply_prefix`` such as ``"<think>\\n"``), TRL's completion is only what the model
+    generated after it, so the prefix is put back in front before ``func`` sees the text.
+
+    >>> fmt = WholeReply(get_reward_funcs("format")[0])
+    >>> prompts = [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\\n"}]]
+    >>> fmt(prompts=prompts, completions=[[{"role": "assistant", "content": "x</think><answer>1</answer>"}]])
+    [1.0]
+    """
+
+    def __init__(self, func: Callable):
+        self.func = func
+        self.__name__ = getattr(func, "__name__", type(func).__name__)
+
+    def __call__(self, completions, prompts=None, **kwargs):
+        from r1lab.data.formatting import reply_prefix_of
+
+        prefixes = [reply_prefix_of(p) for p in prompts] if prompts else []
+        if any(prefixes):
+            completions = [_prepend(pre, c) for pre, c in zip(prefixes, completions, strict=True)]
+        return self.func(completions=completions, prompts=prompts, **kwargs)
+
+    def __getattr__(self, name):  # the wrapped reward's own attributes (log_extra, ...)
+        if name == "func":
+            raise AttributeError(name)
+        return getattr(self.func, name)
+
+
+def _prepend(prefix: str, completion):
+    if not prefix:
+        return completion
+    if isinstance(completion, list):  # conversational: [{"role": "assistant", "content": ...}]
+        return [
+            {**completion[0], "content": prefix + str(completion[0].get("content") or "")},
+            *completion[1:],
+        ]
+    return prefix + str(completion)

@@ -31,15 +31,20 @@ def grpo_dataset(stage: StageConfig, run: RunConfig):
     from r1lab.data import load_grpo_dataset
 
     return load_grpo_dataset(
-        stage.data or run.data, split=stage.split, n=stage.n, system_prompt=run.system_prompt, seed=run.seed
+        stage.data or run.data,
+        split=stage.split,
+        n=stage.n,
+        system_prompt=run.system_prompt,
+        seed=run.seed,
+        reply_prefix=run.reply_prefix,
     )
 
 
 def grpo_rewards(stage: StageConfig) -> list:
     """The stage's reward functions, from the rewards registry."""
-    from r1lab.rewards import get_reward_funcs
+    from r1lab.rewards import WholeReply, get_reward_funcs
 
-    return list(get_reward_funcs(stage.rewards, **stage.reward_params))
+    return [WholeReply(f) for f in get_reward_funcs(stage.rewards, **stage.reward_params)]
 
 
 def build_grpo_trainer(

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from r1lab.config import RunConfig, StageConfig
+from r1lab.data.formatting import reply_prefix_of
 from r1lab.io import atomic_write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ def select_accepted(
                 continue
             seen.add(key)
             kept += 1
-            rows.append({"messages": [*prompt, {"role": "assistant", "content": text}], "solution": solution})
+            question = prompt[:-1] if reply_prefix_of(prompt) else prompt  # the reply holds its prefix
+            rows.append(
+                {"messages": [*question, {"role": "assistant", "content": text}], "solution": solution}
+            )
     return rows
 
 
@@ -81,6 +85,7 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
             n=stage.n,
             system_prompt=run.system_prompt,
             seed=run.seed,
+            reply_prefix=run.reply_prefix,
         )
     model, tokenizer = load_model(
         model_spec, dtype=run.dtype, device=run.device, trust_remote_code=run.trust_remote_code
