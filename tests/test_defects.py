@@ -167,3 +167,61 @@ def test_last_boxed_has_one_definition_with_one_behaviour():
     assert data_answers.last_boxed is last_boxed is reward_extract.last_boxed
     assert last_boxed(r"\boxed{a} then \boxed{unclosed") == "a"
     assert last_boxed(r"\boxed 7.") == "7"
+
+
+def _saved_tiny(tmp_path):
+    from r1lab.models import load_model
+
+    model, tok = load_model("tiny", dtype="float32")
+    out = tmp_path / "model"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("damage", ["bad_config", "no_weights", "truncated"])
+def test_d4_broken_model_directories_exit_2_in_one_line_writing_nothing(
+    tmp_path, capsys, r1lab_cache, damage
+):
+    model = _saved_tiny(tmp_path)
+    weights = model / "model.safetensors"
+    if damage == "bad_config":
+        (model / "config.json").write_text("{not json")
+    elif damage == "no_weights":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:-100])
+    runs = tmp_path / "runs"
+    capsys.readouterr()  # the fixture's save_pretrained progress
+    for argv in (
+        ["run", "--config", "recipes/seed.yaml", "--model", str(model), "--output-dir", str(runs)],
+        ["eval", "--model", str(model), "--limit", "2", "--out", str(tmp_path / "evals")],
+    ):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert str(model) in err
+    assert not runs.exists() and not (tmp_path / "evals").exists()
+
+
+def test_d5_a_kill_during_the_post_stage_evaluation_is_finished_on_rerun(tmp_path, r1lab_cache):
+    argv = [
+        "run", "--config", "recipes/r1-zero.yaml", "--model", "tiny", "--name", "k", "--output-dir", str(tmp_path),
+        "--eval_n", "2", "--eval_max_new_tokens", "4", "--system_prompt", "none",
+        "--grpo.max_steps", "1", "--grpo.n", "4", "--grpo.num_generations", "2",
+        "--grpo.per_device_train_batch_size", "2", "--grpo.max_completion_length", "4",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    run = tmp_path / "k"
+    summary = json.loads((run / "summary.json").read_text())
+    # what a kill -9 in the middle of the post-GRPO evaluation leaves: the model, no metrics, status running
+    entry = summary["stages"][0]
+    for key in ("metrics_after", "vs_base", "achieved"):
+        entry.pop(key, None)
+    entry["status"] = "running"
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "evals" / "grpo" / "summary.json").unlink()
+    assert main(argv) == 0
+    entry = json.loads((run / "summary.json").read_text())["stages"][0]
+    assert entry["status"] == "done" and entry["metrics_after"]["n_items"] == 2
+    assert entry["vs_base"]["format_rate"]["n"] == 2 and "vs base" in entry["achieved"]

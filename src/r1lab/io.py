@@ -180,3 +180,28 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def damaged_weights(directory: str | Path) -> str | None:
+    """What is wrong with the ``*.safetensors`` files of a saved model or checkpoint, or None if they are
+    whole: each file's header must parse and the file must hold every byte its header promises (a file
+    cut short by a full disk or a copy gives itself away here, before a loader fails on it)."""
+    import json
+    import struct
+
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > size - 8:
+                    return f"{path.name}: header runs past the end of the file"
+                header = json.loads(f.read(n))
+        except (OSError, struct.error, ValueError, UnicodeDecodeError) as err:
+            return f"{path.name}: unreadable header ({err.__class__.__name__})"
+        ends = [
+            v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+        ]
+        if 8 + n + max(ends, default=0) > size:
+            return f"{path.name}: truncated ({size} bytes, header needs {8 + n + max(ends, default=0)})"
+    return None

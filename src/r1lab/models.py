@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.errors import UserError
-from r1lab.io import atomic_dir, cache_dir
+from r1lab.io import atomic_dir, cache_dir, damaged_weights
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,35 @@ def resolve_model(spec: str, *, trust_remote_code: bool = False) -> str:
                 f"{spec} is not a Hugging Face model directory (no config.json)",
                 hint="point at a directory written by save_pretrained, e.g. runs/<name>/<stage>/model",
             )
+        check_model_dir(path)
         return str(path.resolve())
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or os.sep + os.sep in spec:
         raise UserError(f"model path not found: {spec}", hint="check the path")
     return _hub_checkpoint(spec)
+
+
+def check_model_dir(path: Path) -> None:
+    """A local model directory must hold a readable ``config.json`` and whole weights; otherwise a
+    :class:`UserError` says which file is wrong (before anything loads or a run writes a file)."""
+    import json
+
+    fix = "re-save the model (save_pretrained), or point at another directory"
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"{path}/config.json is not readable JSON ({err.__class__.__name__})", hint=fix
+        ) from err
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise UserError(f"{path}/config.json has no model_type: not a transformers config", hint=fix)
+    weights = [
+        p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")
+    ]
+    if not weights and not (path / "adapter_config.json").is_file():
+        raise UserError(f"{path} holds no model weights (*.safetensors or *.bin)", hint=fix)
+    damaged = damaged_weights(path)
+    if damaged:
+        raise UserError(f"{path}: damaged weights: {damaged}", hint=fix)
 
 
 def _hub_checkpoint(repo_id: str) -> str:

@@ -5,7 +5,8 @@ import logging
 import torch
 from safetensors.torch import save_file
 
-from r1lab.train.callbacks import COMPLETE, damaged_weights, find_resume_checkpoint
+from r1lab.io import damaged_weights
+from r1lab.train.callbacks import COMPLETE, find_resume_checkpoint
 
 
 def _ckpt(root, step, *, complete=True, state=True):
