@@ -195,7 +195,7 @@ def test_d4_broken_model_directories_exit_2_in_one_line_writing_nothing(
     capsys.readouterr()  # the fixture's save_pretrained progress
     for argv in (
         ["run", "--config", "recipes/seed.yaml", "--model", str(model), "--output-dir", str(runs)],
-        ["eval", "--model", str(model), "--limit", "2", "--out", str(tmp_path / "evals")],
+        ["eval", "--model", str(model), "--data", "builtin", "--limit", "2", "--out", str(tmp_path / "evals")],
     ):
         rc = main(argv)
         err = capsys.readouterr().err

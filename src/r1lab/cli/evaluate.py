@@ -148,6 +148,9 @@ def run_eval(args: argparse.Namespace) -> int:
             "--n-samples > 1 with --temperature 0 gives identical samples", hint="set --temperature > 0"
         )
     choose_backend(args.backend)
+    from r1lab.models import resolve_model
+
+    resolve_model(args.model)  # a missing or damaged model fails here, before the output folder exists
     dataset = load_eval_dataset(args.data, split=args.split, n=args.limit, system_prompt=args.system_prompt)
     if len(dataset) == 0:
         raise UserError(
