@@ -195,7 +195,17 @@ def test_d4_broken_model_directories_exit_2_in_one_line_writing_nothing(
     capsys.readouterr()  # the fixture's save_pretrained progress
     for argv in (
         ["run", "--config", "recipes/seed.yaml", "--model", str(model), "--output-dir", str(runs)],
-        ["eval", "--model", str(model), "--data", "builtin", "--limit", "2", "--out", str(tmp_path / "evals")],
+        [
+            "eval",
+            "--model",
+            str(model),
+            "--data",
+            "builtin",
+            "--limit",
+            "2",
+            "--out",
+            str(tmp_path / "evals"),
+        ],
     ):
         rc = main(argv)
         err = capsys.readouterr().err
@@ -225,3 +235,25 @@ def test_d5_a_kill_during_the_post_stage_evaluation_is_finished_on_rerun(tmp_pat
     entry = json.loads((run / "summary.json").read_text())["stages"][0]
     assert entry["status"] == "done" and entry["metrics_after"]["n_items"] == 2
     assert entry["vs_base"]["format_rate"]["n"] == 2 and "vs base" in entry["achieved"]
+
+
+def test_d8_an_interrupt_during_scoring_leaves_the_verifier_pool_usable(monkeypatch):
+    from r1lab.rewards import verify
+
+    pool = verify.VerifierPool(n_workers=1)
+    try:
+        assert pool.map([("\\frac{1}{2}", "0.5")], timeout=10) == [True]  # warm
+        real_wait = verify.wait
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(verify, "wait", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            pool.map([("\\frac{1}{3}", "0.5")] * 3 + [("\\frac{2}{4}", "0.5")], timeout=10)
+        monkeypatch.setattr(verify, "wait", real_wait)
+        # the interrupted items' answers must not be read as this call's (they raised IndexError)
+        assert pool.map([("\\frac{2}{4}", "0.5")], timeout=10) == [True]
+        assert pool.map([("\\frac{1}{3}", "0.5"), ("\\frac{2}{4}", "0.5")], timeout=10) == [False, True]
+    finally:
+        pool.close()

@@ -165,73 +165,84 @@ class VerifierPool:
         if not pairs:
             return results
         with self._lock:
-            self._ensure_started()
-            todo = list(range(len(pairs)))[::-1]
-            soft = timeout * SOFT_TIMEOUT_FRACTION
-            errors: list[str] = []
+            try:
+                return self._map(pairs, timeout, results)
+            except BaseException:
+                # Interrupted (Ctrl-C, an error) with items in flight: their answers would arrive during
+                # the next call and be taken for its items. Drop the busy workers; new ones start on use.
+                for w in [w for w in self._workers if w.tasks or not w.ready]:
+                    w.kill()
+                    self._workers.remove(w)
+                raise
 
-            def fail_worker(w: _Worker, why: str) -> None:
-                # The head item is charged with the failure; items queued behind it are retried.
-                if w.tasks:
-                    head = w.tasks.popleft()
-                    results[head] = False
-                    errors.append(f"item {head}: {why}")
-                    todo.extend(reversed(w.tasks))
-                self._replace(w)
+    def _map(self, pairs, timeout: float, results: list[bool | None]) -> list[bool | None]:
+        self._ensure_started()
+        todo = list(range(len(pairs)))[::-1]
+        soft = timeout * SOFT_TIMEOUT_FRACTION
+        errors: list[str] = []
 
-            while todo or any(w.tasks for w in self._workers):
-                for w in list(self._workers):
-                    # Two items per worker: the next one waits in the pipe, so a busy machine's
-                    # scheduling delay of this (parent) process does not leave the worker idle.
-                    while todo and w.ready and len(w.tasks) < PIPELINE_DEPTH:
-                        i = todo.pop()
-                        try:
-                            w.send([i, pairs[i][0], pairs[i][1], soft])
-                        except (OSError, ValueError):
-                            todo.append(i)
-                            fail_worker(w, "worker pipe closed")
-                            break
-                        if not w.tasks:
-                            w.deadline = time.monotonic() + timeout
-                        w.tasks.append(i)
-                now = time.monotonic()
-                deadlines = [w.deadline for w in self._workers if w.tasks]
-                deadlines += [w.started + self.STARTUP_TIMEOUT for w in self._workers if not w.ready]
-                ready = wait(self._workers, timeout=max(0.0, min(deadlines) - now) if deadlines else None)
-                for w in ready:
+        def fail_worker(w: _Worker, why: str) -> None:
+            # The head item is charged with the failure; items queued behind it are retried.
+            if w.tasks:
+                head = w.tasks.popleft()
+                results[head] = False
+                errors.append(f"item {head}: {why}")
+                todo.extend(reversed(w.tasks))
+            self._replace(w)
+
+        while todo or any(w.tasks for w in self._workers):
+            for w in list(self._workers):
+                # Two items per worker: the next one waits in the pipe, so a busy machine's
+                # scheduling delay of this (parent) process does not leave the worker idle.
+                while todo and w.ready and len(w.tasks) < PIPELINE_DEPTH:
+                    i = todo.pop()
                     try:
-                        messages = w.read_messages()
-                    except (EOFError, OSError, ValueError):
-                        fail_worker(w, "worker died")  # killed by the OS, crashed
+                        w.send([i, pairs[i][0], pairs[i][1], soft])
+                    except (OSError, ValueError):
+                        todo.append(i)
+                        fail_worker(w, "worker pipe closed")
+                        break
+                    if not w.tasks:
+                        w.deadline = time.monotonic() + timeout
+                    w.tasks.append(i)
+            now = time.monotonic()
+            deadlines = [w.deadline for w in self._workers if w.tasks]
+            deadlines += [w.started + self.STARTUP_TIMEOUT for w in self._workers if not w.ready]
+            ready = wait(self._workers, timeout=max(0.0, min(deadlines) - now) if deadlines else None)
+            for w in ready:
+                try:
+                    messages = w.read_messages()
+                except (EOFError, OSError, ValueError):
+                    fail_worker(w, "worker died")  # killed by the OS, crashed
+                    continue
+                for msg in messages:
+                    if isinstance(msg, dict):  # the ready handshake
+                        w.ready = True
                         continue
-                    for msg in messages:
-                        if isinstance(msg, dict):  # the ready handshake
-                            w.ready = True
-                            continue
-                        i, result, error = msg
-                        results[i] = result
-                        if error:
-                            errors.append(f"item {i}: {error}")
-                            self.n_timeouts += error.startswith("timed out")
-                        if w.tasks and w.tasks[0] == i:
-                            w.tasks.popleft()
-                            # The next item starts now: its deadline counts from here.
-                            w.deadline = time.monotonic() + timeout
-                now = time.monotonic()
-                for w in list(self._workers):
-                    if w.tasks and w.deadline <= now:
-                        self.n_timeouts += 1
-                        fail_worker(w, f"timed out after {timeout:g}s")
-                    elif not w.ready and w.started + self.STARTUP_TIMEOUT <= now:
-                        raise RuntimeError(
-                            "verifier worker did not start; run `python -m r1lab.rewards._worker` to see why"
-                        )
-            if errors:
-                log.warning(
-                    "answer verification failed for %d item(s), scored as wrong; first: %s",
-                    len(errors),
-                    errors[0],
-                )
+                    i, result, error = msg
+                    results[i] = result
+                    if error:
+                        errors.append(f"item {i}: {error}")
+                        self.n_timeouts += error.startswith("timed out")
+                    if w.tasks and w.tasks[0] == i:
+                        w.tasks.popleft()
+                        # The next item starts now: its deadline counts from here.
+                        w.deadline = time.monotonic() + timeout
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.tasks and w.deadline <= now:
+                    self.n_timeouts += 1
+                    fail_worker(w, f"timed out after {timeout:g}s")
+                elif not w.ready and w.started + self.STARTUP_TIMEOUT <= now:
+                    raise RuntimeError(
+                        "verifier worker did not start; run `python -m r1lab.rewards._worker` to see why"
+                    )
+        if errors:
+            log.warning(
+                "answer verification failed for %d item(s), scored as wrong; first: %s",
+                len(errors),
+                errors[0],
+            )
         return results
 
     def clear_worker_caches(self) -> None:
