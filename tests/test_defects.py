@@ -257,3 +257,15 @@ def test_d8_an_interrupt_during_scoring_leaves_the_verifier_pool_usable(monkeypa
         assert pool.map([("\\frac{1}{3}", "0.5"), ("\\frac{2}{4}", "0.5")], timeout=10) == [False, True]
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("verb", ["ask", "chat", "eval"])
+def test_d13_the_remote_code_hint_names_a_flag_the_verb_takes(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    assert "--trust-remote-code" in capsys.readouterr().out
+    import inspect
+
+    from r1lab import models
+
+    assert f"({verb}" in inspect.getsource(models.load_model) or verb in inspect.getsource(models.load_model)

@@ -395,7 +395,7 @@ def prompt_prefills_think(prompt_text: str) -> bool:
     return prompt_text.rstrip().endswith(THINK_OPEN)
 
 
-def load_pair(model_or_pair, *, dtype: str = "auto", device: str = "auto"):
+def load_pair(model_or_pair, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
     """``(model, tokenizer)`` from a spec string (via ``r1lab.models.load_model``) or a pair."""
     if isinstance(model_or_pair, tuple | list) and len(model_or_pair) == 2:
         return tuple(model_or_pair)
@@ -405,7 +405,7 @@ def load_pair(model_or_pair, *, dtype: str = "auto", device: str = "auto"):
         )
     from r1lab.models import load_model
 
-    return load_model(model_or_pair, dtype=dtype, device=device)
+    return load_model(model_or_pair, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 
 def stream_generate(

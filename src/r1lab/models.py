@@ -404,7 +404,8 @@ def load_model(
     except ValueError as err:
         if "trust_remote_code" in str(err):
             raise UserError(
-                f"model {spec} needs custom code", hint="pass --trust-remote-code if you trust its authors"
+                f"model {spec} needs custom code",
+                hint="if you trust its authors: --trust-remote-code (ask, chat, eval), --trust_remote_code true (run and the stage verbs)",
             ) from err
         raise
     model.to(device)

@@ -65,6 +65,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out", default=None, help="output directory (default: runs/eval/<model>-<data>)")
     p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run a hub model's own code (only for authors you trust)",
+    )
+    p.add_argument(
         "--fresh", action="store_true", help="discard earlier results in --out instead of resuming"
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -132,6 +137,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from r1lab.data import load_eval_dataset
     from r1lab.errors import UserError
     from r1lab.evaluate import choose_backend, evaluate
+    from r1lab.inference import load_pair
 
     temperature = args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 0.7)
     k = args.k if args.k is not None else args.n_samples
@@ -150,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
     choose_backend(args.backend)
     from r1lab.models import resolve_model
 
-    resolve_model(args.model)  # a missing or damaged model fails here, before the output folder exists
+    resolve_model(args.model, trust_remote_code=args.trust_remote_code)  # fails before anything is written
     dataset = load_eval_dataset(args.data, split=args.split, n=args.limit, system_prompt=args.system_prompt)
     if len(dataset) == 0:
         raise UserError(
@@ -171,7 +177,7 @@ def run_eval(args: argparse.Namespace) -> int:
     ) as progress:
         task = progress.add_task("eval", total=len(dataset))
         summary = evaluate(
-            args.model,
+            load_pair(args.model, trust_remote_code=True) if args.trust_remote_code else args.model,
             dataset,
             n_samples=args.n_samples,
             k=k,

@@ -38,6 +38,11 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run a hub model's own code (only for authors you trust)",
+    )
+    p.add_argument(
         "--top-p", type=float, default=1.0, help="nucleus sampling cut-off (with --temperature > 0)"
     )
     p.add_argument("--max-new-tokens", type=int, default=512, help="reply token budget")
@@ -119,7 +124,7 @@ def _print_answer(console, answer) -> None:
 def _load(args):
     from r1lab.inference import load_pair
 
-    return load_pair(args.model)
+    return load_pair(args.model, trust_remote_code=args.trust_remote_code)
 
 
 def _ask_one(pair, question: str, args, history, console):
