@@ -411,7 +411,7 @@ def coerce_field(name: str, value: Any, annotation: str, where: str) -> Any:
             return int(value) if "float" not in kinds else value
         if "float" in kinds:
             if isinstance(value, int | float):
-                return float(value)
+                return value  # an int is a fine float (and TRL reads save_steps: 5 as steps, 0.5 as a ratio)
             if isinstance(value, str):
                 try:
                     return float(value)

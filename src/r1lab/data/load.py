@@ -6,6 +6,9 @@ Source strings
     ``"builtin:test,level=1-3,n=200"``  ``n=``, ``seed=``, ``split=`` (or a bare split name)
     ``"openai/gsm8k"``, …               a hub dataset (:mod:`r1lab.data.sources`)
     ``"path/to/file.jsonl"``            a local JSONL/JSON/CSV/Parquet file (:mod:`r1lab.data.files`)
+    ``"file.jsonl:rows=:-500"``         some of its rows, by a Python slice over the file's rows in order:
+                                        ``rows=-500:`` is the last 500 (a validation slice carved from a
+                                        train file), ``rows=:-500`` everything before them
     ``"path/to/folder"``                a local dataset folder: a hub snapshot (``data/train-*.parquet``),
                                         a ``save_to_disk`` folder, or ``train.jsonl``/``test.jsonl`` files
 
@@ -84,6 +87,10 @@ def parse_source(source: str) -> SourceSpec:
                 )
             options[key] = value
         return SourceSpec("builtin", "builtin", options)
+    path, _, rows = source.rpartition(":rows=")
+    if path and (is_data_file(path) or os.path.isfile(path)):
+        _row_slice(rows, source)  # checked now, applied on read
+        return SourceSpec("file", path, {"rows": rows})
     if is_data_file(source) or os.path.isfile(source):  # an odd suffix gets a clear error on read
         return SourceSpec("file", source, {})
     if os.path.isdir(source):
@@ -94,6 +101,24 @@ def parse_source(source: str) -> SourceSpec:
         f"unknown data source {source!r}",
         hint="use builtin[:level=N], a hub name like openai/gsm8k, or a .jsonl/.json/.csv/.parquet file",
     )
+
+
+def _row_slice(text: str, source: str) -> slice:
+    """``"-500:"`` -> ``slice(-500, None)``; a :class:`UserError` for anything but ``[start]:[end]``.
+
+    >>> _row_slice(":-500", "x.jsonl:rows=:-500")
+    slice(None, -500, None)
+    """
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return slice(int(start) if start.strip() else None, int(end) if end.strip() else None)
+    except ValueError:
+        raise UserError(
+            f"bad row slice {text!r} in {source!r}",
+            hint="write rows=START:END like a Python slice, e.g. rows=-500: (the last 500 rows)",
+        ) from None
 
 
 def _int_option(spec: SourceSpec, key: str, default: int | None) -> int | None:
@@ -120,6 +145,8 @@ def _builtin_records(spec: SourceSpec, split: str, n: int | None, seed: int) -> 
 
 def _raw_rows(spec: SourceSpec, split: str) -> Iterator[tuple[str, dict]]:
     if spec.kind == "file":
+        if "rows" in spec.options:
+            return iter(list(read_rows(spec.target))[_row_slice(spec.options["rows"], spec.target)])
         return read_rows(spec.target)
     if spec.kind == "dir":
         return read_dir(spec.target, split)

@@ -1,0 +1,58 @@
+"""recipes/gsm8k.yaml stays runnable: the same recipe on `tiny` with a few steps, on a GSM8K-format file
+(question / answer with <<calc>> annotations and "#### n"), with a validation slice carved by rows=."""
+
+import json
+
+import pytest
+
+from r1lab.cli import main
+from r1lab.data import load_eval_dataset, load_sft_dataset
+from r1lab.errors import UserError
+
+
+def gsm8k_file(path, n=24):
+    rows = []
+    for i in range(n):
+        a, b = i + 2, 3 * i + 1
+        rows.append(
+            {
+                "question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+                "answer": f"Tom has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b}",
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_row_slices_carve_a_validation_split_that_training_never_sees(tmp_path):
+    data = gsm8k_file(tmp_path / "train.jsonl")
+    train = load_sft_dataset(f"{data}:rows=:-6", system_prompt=None)
+    val = load_eval_dataset(f"{data}:rows=-6:", system_prompt=None)
+    assert len(train) == 18 and len(val) == 6
+    assert not {m[0]["content"] for m in train["messages"]} & set(val["problem"])
+    trace = train[0]["messages"][-1]["content"]
+    assert trace.startswith("<think>") and "<<" not in trace and trace.rstrip().endswith("</answer>")
+    assert val[0]["solution"] == "75"  # row 18: 20 + 55
+    with pytest.raises(UserError, match="bad row slice"):
+        load_eval_dataset(f"{data}:rows=last500")
+
+
+@pytest.mark.slow
+def test_gsm8k_recipe_runs_on_tiny(tmp_path, r1lab_cache):
+    data = gsm8k_file(tmp_path / "train.jsonl")
+    rc = main(
+        [
+            "run", "--config", "recipes/gsm8k.yaml", "--model", "tiny", "--name", "g", "--output-dir", str(tmp_path),
+            "--data", f"{data}:rows=:-6", "--eval_data", f"{data}:rows=-6:", "--eval_n", "4",
+            "--eval_max_new_tokens", "8",
+            "--sft.max_steps", "2", "--sft.n", "8", "--sft.per_device_train_batch_size", "4",
+            "--grpo.max_steps", "1", "--grpo.n", "4", "--grpo.num_generations", "2",
+            "--grpo.per_device_train_batch_size", "2", "--grpo.max_completion_length", "8",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["sft", "grpo"]
+    for stage in summary["stages"]:
+        assert stage["status"] == "done" and stage["vs_base"]["accuracy"]["n"] == 4
+    assert summary["base_metrics"]["n_items"] == 4
