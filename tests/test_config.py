@@ -177,3 +177,18 @@ def test_to_dict_round_trips():
     run = load_config("recipes/r1.yaml")
     again = RunConfig.from_dict(run.to_dict())
     assert again.to_dict() == run.to_dict()
+
+
+def test_epochs_set_by_the_user_are_not_cut_short_by_r1labs_default_steps(tmp_path):
+    """TRL's semantics: max_steps wins only when the user sets it (it was 20 steps = 0.16 epoch)."""
+    from r1lab.train.common import build_trl_args
+
+    def args(**fields):
+        run = RunConfig.from_dict(
+            {"name": "x", "model": "tiny", "stages": [{"name": "s", "kind": "sft", **fields}]}
+        )
+        return build_trl_args(run.stages[0], run, tmp_path)
+
+    assert args(num_train_epochs=1).max_steps == -1 and args(num_train_epochs=1).num_train_epochs == 1
+    assert args(num_train_epochs=1, max_steps=5).max_steps == 5
+    assert args().max_steps == 20  # neither set: r1lab's small CPU budget

@@ -63,6 +63,8 @@ def build_trl_args(stage: StageConfig, run: RunConfig, output_dir: str | Path, *
     """``GRPOConfig`` / ``SFTConfig`` for a stage; TRL's own errors become :class:`UserError`."""
     cls = trl_config_class(stage.kind)
     kwargs = trl_defaults(stage, run, Path(output_dir))
+    if "num_train_epochs" in stage.args and "max_steps" not in stage.args:
+        kwargs["max_steps"] = -1  # the user asked for epochs: r1lab's step budget must not cut them short
     kwargs.update(stage.args)
     kwargs.update(extra)
     # TensorBoard goes to runs/<name>/tb/<stage> through our own callback (see tensorboard_callback).
