@@ -38,23 +38,8 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def lively():
-    """The tiny model with weights redrawn large: a fresh tiny model repeats one token forever,
-    which would make every "same output" comparison trivially true.
-
-    fp32 on every CPU: token-for-token comparisons between batch shapes hold only in fp32 (where the CPU has
-    native bf16, ``dtype=auto`` would pick bf16 for inference)."""
-    import torch
-
-    from r1lab.models import load_model
-
-    model, tok = load_model("tiny", dtype="float32")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" not in name:
-                param.normal_(0.0, 0.3)
-    return model, tok
+def lively(redrawn_tiny):
+    return redrawn_tiny(0)
 
 
 def chat(q: str) -> list[dict]:

@@ -13,16 +13,8 @@ pytestmark = pytest.mark.dtype
 
 
 @pytest.fixture(scope="module")
-def lively():
-    from r1lab.models import load_model
-
-    model, tok = load_model("tiny", dtype="float32", for_training=True)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" not in name:
-                param.normal_(0.0, 0.3)
-    return model, tok
+def lively(redrawn_tiny):
+    return redrawn_tiny(1, for_training=True)
 
 
 def scored_batch(trainer):

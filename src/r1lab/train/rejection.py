@@ -64,7 +64,6 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
     Under ``accelerate launch`` every process samples its share of the prompts; the main process gathers the
     accepted rows and the counts, and writes the files.
     """
-    from r1lab.data import load_grpo_dataset
     from r1lab.distributed import (
         gather_metrics,
         gather_objects,
@@ -76,17 +75,11 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
     from r1lab.inference import generate
     from r1lab.models import load_model
     from r1lab.rewards import judge
+    from r1lab.train.grpo import grpo_dataset
 
     stage_dir = Path(stage_dir)
     with main_process_first():
-        ds = load_grpo_dataset(
-            stage.data or run.data,
-            split=stage.split,
-            n=stage.n,
-            system_prompt=run.system_prompt,
-            seed=run.seed,
-            reply_prefix=run.reply_prefix,
-        )
+        ds = grpo_dataset(stage, run)  # the same prompts a GRPO stage on this data would see
     model, tokenizer = load_model(
         model_spec, dtype=run.dtype, device=run.device, trust_remote_code=run.trust_remote_code
     )
