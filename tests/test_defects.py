@@ -269,3 +269,19 @@ def test_d13_the_remote_code_hint_names_a_flag_the_verb_takes(verb, capsys):
     from r1lab import models
 
     assert f"({verb}" in inspect.getsource(models.load_model) or verb in inspect.getsource(models.load_model)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        (["--model", "missing/dir/model"], "model path not found"),
+        (["--model", "fake.gguf"], "GGUF file not found"),
+        (["--grpo.reward_params", "{format: {colour: red}}"], "unknown parameter"),
+        (["--grpo.reward_params", "5"], "reward_params must be a mapping"),
+    ],
+)
+def test_d10_exit_2_errors_write_nothing(tmp_path, capsys, override, fragment, r1lab_cache):
+    argv = ["run", "--config", "recipes/seed.yaml", "--model", "tiny", "--output-dir", str(tmp_path)]
+    assert main(argv + override) == 2
+    assert fragment in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

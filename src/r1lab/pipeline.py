@@ -44,6 +44,7 @@ def is_main_process() -> bool:
 def check(run: RunConfig) -> RunConfig:
     """Validate the whole run, including building each training stage's TRL config (cheap, no model)."""
     from r1lab.distributed import check_vllm
+    from r1lab.rewards import get_reward_funcs
     from r1lab.train.common import build_trl_args
 
     validate(run)
@@ -51,6 +52,8 @@ def check(run: RunConfig) -> RunConfig:
         if stage.trains:
             build_trl_args(stage, run, run.run_dir / stage.name / "checkpoints")
             check_vllm(stage.args, where=f"{run.source or 'recipe'}: stage {stage.name!r}")
+        if stage.kind == "grpo":  # reward parameters fail here, not after the base evaluation
+            get_reward_funcs(stage.rewards, **stage.reward_params)
         _check_data_source(stage, run)
     return run
 
