@@ -247,13 +247,20 @@ def load_config(
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value as YAML would read it: ``1e-6`` -> float, ``true`` -> bool, ``[a, b]`` -> list."""
+    """A command-line value as YAML would read it: ``1e-6`` -> float, ``true`` -> bool, ``[a, b]`` -> list;
+    a mapping only when written in braces.
+
+    >>> parse_value("1e-6"), parse_value("[1, 2]"), parse_value("x.jsonl:rows=-5:"), parse_value("{a: 1}")
+    (1e-06, [1, 2], 'x.jsonl:rows=-5:', {'a': 1})
+    """
     import yaml
 
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, dict) and not text.lstrip().startswith("{"):
+        return text  # "data.jsonl:rows=-500:" is a source string, not a one-key mapping
     # YAML 1.1 reads "1e-6" as a string; users mean a number.
     if isinstance(value, str):
         try:
