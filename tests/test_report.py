@@ -101,10 +101,11 @@ def test_full_run_report_has_every_section_and_valid_images(tmp_path):
     assert path == run / "report.html"
     html = path.read_text()
     pngs = images(html)
-    # grpo: rewards, length, zero-std, clipped, kl, entropy, loss, lr (8); sft: loss, lr (2); eval (1); reflection (1)
-    assert len(pngs) == 12
+    # grpo: rewards, format rate, length, zero-std, clipped, kl, entropy, loss, lr (9); sft: loss, lr (2);
+    # eval (1); reflection (1)
+    assert len(pngs) == 13
     assert all(p.startswith(b"\x89PNG\r\n\x1a\n") and len(p) > 1000 for p in pngs)
-    assert html.count("<img ") == 12
+    assert html.count("<img ") == 13
     for text in (
         "Evaluation before / after",
         "Reflection words",
@@ -230,3 +231,15 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in imgs), imgs
     assert problems == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_shows_the_paired_test_against_the_base_model(tmp_path):
+    from r1lab.stats import mcnemar
+
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["stages"][0]["vs_base"] = {"format_rate": mcnemar([False] * 10, [True] * 9 + [False])}
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = write_report(run).read_text()
+    assert "Paired test against the base model" in html
+    assert "<td>9</td><td>0</td><td>0.00391</td>" in html  # gained, lost, p

@@ -31,7 +31,7 @@ _THINK_PREFIX = re.compile(r"^\s*<think>\s*")
 
 
 def chat_prompt(problem: str, system_prompt: str | None, reply_prefix: str | None = None) -> list[dict]:
-    """``[system?, user, assistant?]`` messages for a question. ``reply_prefix`` starts the assistant's turn
+    r"""``[system?, user, assistant?]`` messages for a question. ``reply_prefix`` starts the assistant's turn
     (e.g. ``"<think>\n"``): chat templates render it as the start of the reply, and the model continues it.
 
     >>> chat_prompt("1+1?", "Be brief.")
@@ -47,7 +47,7 @@ def chat_prompt(problem: str, system_prompt: str | None, reply_prefix: str | Non
 
 
 def reply_prefix_of(prompt) -> str:
-    """The start of the reply a chat prompt already holds (its final assistant message), or ``""``.
+    r"""The start of the reply a chat prompt already holds (its final assistant message), or ``""``.
 
     >>> reply_prefix_of([{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\n"}])
     '<think>\n'

@@ -220,7 +220,7 @@ def check_source(
     >>> check_source("builtin:level=9")
     Traceback (most recent call last):
     ...
-    r1lab.errors.UserError: bad built-in task level '9' (use a level 1-5, a range like 1-3, a list like 1,3, or 'mix')
+    r1lab.errors.UserError: bad built-in task level '9' (use a level 0-5 (0: bare arithmetic), a range like 1-3, a list like 1,3, or 'mix')
     """
     spec = parse_source(source)
     if split is None:
