@@ -255,6 +255,7 @@ def _vllm_batches(model_or_pair, prompts, *, n_samples, temperature, max_new_tok
     chunks of prompts only so progress is saved as it goes."""
     from vllm import LLM, SamplingParams
 
+    from r1lab.data.formatting import reply_prefix_of
     from r1lab.inference import Completion
     from r1lab.models import resolve_model
 
@@ -267,13 +268,18 @@ def _vllm_batches(model_or_pair, prompts, *, n_samples, temperature, max_new_tok
     chunk = max(1, batch_size) * 8
     for start in range(0, len(prompts), chunk):
         idx = list(range(start, min(start + chunk, len(prompts))))
-        outputs = llm.chat([prompts[i] for i in idx], params, use_tqdm=False)
+        prefixes = [reply_prefix_of(prompts[i]) for i in idx]
+        # a prompt holding the start of the reply (reply_prefix) is continued, not closed and reopened
+        cont = {"add_generation_prompt": False, "continue_final_message": True} if any(prefixes) else {}
+        outputs = llm.chat([prompts[i] for i in idx], params, use_tqdm=False, **cont)
         comps = [
             [
-                Completion(text=o.text, n_tokens=len(o.token_ids), truncated=o.finish_reason == "length")
+                Completion(
+                    text=pre + o.text, n_tokens=len(o.token_ids), truncated=o.finish_reason == "length"
+                )
                 for o in out.outputs
             ]
-            for out in outputs
+            for pre, out in zip(prefixes, outputs, strict=True)
         ]
         yield idx, comps
 
