@@ -285,3 +285,9 @@ def test_d10_exit_2_errors_write_nothing(tmp_path, capsys, override, fragment, r
     assert main(argv + override) == 2
     assert fragment in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_rewards_audit_takes_a_bundled_recipe_name_like_run(capsys):
+    assert main(["rewards", "audit", "--config", "seed", "--fail-on-higher"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy×1" in out and "format×1" in out and "tag_count×0.5" in out
