@@ -238,9 +238,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _stack_from_config(path: str, stage_name: str | None) -> tuple[list[str], list[float] | None, dict]:
-    from r1lab.config import load_config
-
     from r1lab.cli.train import resolve_recipe_path
+    from r1lab.config import load_config
 
     run = load_config(resolve_recipe_path(path))  # a path, or a bundled recipe's name (seed, r1, ...)
     grpo = [s for s in run.stages if s.kind == "grpo" and (stage_name is None or s.name == stage_name)]
