@@ -289,5 +289,6 @@ def test_d10_exit_2_errors_write_nothing(tmp_path, capsys, override, fragment, r
 
 def test_rewards_audit_takes_a_bundled_recipe_name_like_run(capsys):
     assert main(["rewards", "audit", "--config", "seed", "--fail-on-higher"]) == 0
-    out = capsys.readouterr().out
-    assert "accuracy×1" in out and "format×1" in out and "tag_count×0.5" in out
+    out = " ".join(capsys.readouterr().out.split())  # the table may wrap
+    assert "recipes/seed.yaml" in out and "tag_count×0.5" in out
+    assert "probes scoring higher than an honest correct answer: none" in out
