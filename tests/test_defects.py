@@ -290,5 +290,5 @@ def test_d10_exit_2_errors_write_nothing(tmp_path, capsys, override, fragment, r
 def test_rewards_audit_takes_a_bundled_recipe_name_like_run(capsys):
     assert main(["rewards", "audit", "--config", "seed", "--fail-on-higher"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # the table may wrap
-    assert "recipes/seed.yaml" in out and "tag_count×0.5" in out
+    assert "reward-hacking audit" in out and "tag_count×0.5" in out
     assert "probes scoring higher than an honest correct answer: none" in out
