@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks.machine import describe_machine
+from benchmarks.machine import describe_machine_now
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -127,12 +127,7 @@ def main() -> dict:
     table = "\n".join(lines)
     print(table)
 
-    machine = describe_machine()
-    machine["torch_threads"] = torch.get_num_threads()
-    try:
-        machine["load_average_at_end"] = os.getloadavg()
-    except OSError:  # pragma: no cover
-        pass
+    machine = describe_machine_now()
     result = {
         "benchmark": "eval",
         "model": spec,

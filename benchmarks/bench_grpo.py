@@ -26,7 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.machine import describe_machine
+from benchmarks.machine import describe_machine_now
 
 RESULTS = Path(__file__).parent / "results"
 SEED_RECIPE = Path(__file__).parent.parent / "recipes" / "seed.yaml"
@@ -190,8 +190,6 @@ def run_one(engine: str, stage_fields: dict, spec: str, steps: int, workdir: Pat
 def main() -> dict:
     import tempfile
 
-    import torch
-
     from r1lab.io import atomic_write_json, atomic_write_text
     from r1lab.models import cpu_has_fast_bf16
 
@@ -241,14 +239,7 @@ def main() -> dict:
         )
     table = "\n".join(lines)
     print(table)
-    machine = describe_machine()
-    machine["torch_threads"] = torch.get_num_threads()
-    machine["native_cpu_bf16"] = cpu_has_fast_bf16()
-    machine["matmul_peak_gflops"] = peaks
-    try:
-        machine["load_average_at_end"] = os.getloadavg()
-    except OSError:  # pragma: no cover
-        pass
+    machine = describe_machine_now(native_cpu_bf16=cpu_has_fast_bf16(), matmul_peak_gflops=peaks)
     result = {
         "benchmark": "grpo",
         "model": spec,

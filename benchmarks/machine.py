@@ -30,3 +30,21 @@ def describe_machine() -> dict:
     except ImportError:
         pass
     return info
+
+
+def describe_machine_now(**extra) -> dict:
+    """:func:`describe_machine` plus what a result needs at the moment it is written: torch's thread count,
+    the load average (the machine may be shared) and any ``extra`` fields."""
+    info = describe_machine()
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    info.update(extra)
+    try:
+        info["load_average_at_end"] = os.getloadavg()
+    except OSError:  # pragma: no cover
+        pass
+    return info
