@@ -227,7 +227,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
         finally:
             browser.close()
     assert title == "r1lab report: unit"
-    assert len(imgs) == 12
+    assert len(imgs) == 13  # as in test_full_run_report_has_every_section_and_valid_images
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in imgs), imgs
     assert problems == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
