@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN  # noqa: F401 (re-exported)
 from r1lab.data.formatting import reply_prefix_of
 from r1lab.decoding import decode_shared_prefix, fast_decode_supported
 from r1lab.errors import UserError
@@ -29,10 +30,6 @@ from r1lab.prompts import resolve_system_prompt
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 
 
 @dataclass(frozen=True)

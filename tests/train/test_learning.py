@@ -61,7 +61,7 @@ def sloppy_trace(problem: dict, rng: random.Random) -> str:
 
 def heldout_correct(model_dir, problems, *, temperature: float = 0.0, n: int = 1) -> list[list[bool]]:
     """Per problem, whether each of its ``n`` completions is correct (the rewards package's verdict)."""
-    model, tok = load_model(str(model_dir))
+    model, tok = load_model(str(model_dir), dtype="float32")
     prompts = [grpo_row(p["problem"], p["answer"], None)["prompt"] for p in problems]
     outs = generate(
         model, tok, prompts, temperature=temperature, n_samples=n, max_new_tokens=MAX_TOKENS, batch_size=1024
@@ -86,7 +86,9 @@ def test_grpo_after_sft_beats_sft_alone(tiny_run):
     )
     assert 0.4 < slip_rate / N_TRAIN < 0.6  # the teacher really is sloppy half the time
 
-    quiet = {"save_strategy": "no", "report_to": [], "disable_tqdm": True, "logging_steps": 10}
+    # fp32 on every CPU (no bf16 autocast or bf16 rollouts where the CPU has native bf16): the thresholds
+    # below were measured in fp32
+    quiet = {"save_strategy": "no", "report_to": [], "disable_tqdm": True, "logging_steps": 10, "bf16": False}
     run = tiny_run(
         {
             "name": "sft",
@@ -109,9 +111,11 @@ def test_grpo_after_sft_beats_sft_alone(tiny_run):
             "temperature": 1.0,
             "beta": 0.0,
             "lr_scheduler_type": "constant",
+            "rollout_dtype": "float32",
             **quiet,
         },
         seed=SEED,
+        dtype="float32",
     )
     sft_stage, grpo_stage = run.stages
     sft_model = run_sft(sft_stage, run, model_spec="tiny", stage_dir=run.run_dir / "sft", dataset=sft_ds)

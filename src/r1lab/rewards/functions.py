@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from r1lab.errors import UserError
 from r1lab.rewards.extract import DEFAULT_FALLBACKS, KNOWN_FALLBACKS, completion_text, extract
 from r1lab.rewards.verify import DEFAULT_TIMEOUT, verify_answers
 
 log = logging.getLogger(__name__)
-
-THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
 
 
 def _references(kwargs: dict, n: int, reward: str) -> list:
