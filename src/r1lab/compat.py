@@ -48,10 +48,11 @@ def grpo_override_problems() -> list[str]:
 def cache_argument(model) -> str:
     """The name a model's ``forward`` takes its KV cache under: ``cache`` since transformers 5.24
     (``past_key_values`` is deprecated there and goes in 5.40), ``past_key_values`` before."""
-    return _cache_argument(type(_unwrap(model)))
+    return _cache_argument(type(unwrap(model)))
 
 
-def _unwrap(model):
+def unwrap(model):
+    """The transformers model inside DDP (``.module``) and PEFT (``get_base_model``) wrappers."""
     while not hasattr(model, "config") and hasattr(model, "module"):  # DDP wraps the model
         model = model.module
     base = getattr(model, "get_base_model", None)  # PEFT

@@ -24,7 +24,12 @@ import logging
 from trl import GRPOTrainer
 
 from r1lab.compat import summon_full_params, trainer_tokenizer
-from r1lab.decoding import decode_shared_prefix, fast_decode_supported, sampling_from_generation_config
+from r1lab.decoding import (
+    decode_shared_prefix,
+    fast_decode_supported,
+    group_repeats,
+    sampling_from_generation_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +152,6 @@ def rollout(
 ) -> list[list[int]]:
     """Completion token ids (cut after the first EOS, which is kept) for each row of ``prompt_ids``, in
     order; identical consecutive rows (a prompt's ``num_generations`` copies) are prefilled once."""
-    from r1lab.decoding import group_repeats
-
     unique, counts = group_repeats(prompt_ids)
     was_training = model.training
     model.eval()  # no dropout while sampling, as in generate()

@@ -49,7 +49,7 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *
     caller then uses TRL's path)."""
     from transformers import DynamicCache
 
-    from r1lab.compat import cache_argument
+    from r1lab.compat import cache_argument, unwrap
 
     width = input_ids.size(1) - logits_to_keep
     if width < 2:
@@ -59,7 +59,7 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *
     if len(first) == input_ids.size(0):
         return None
     head_ids, head_mask = prompt_ids[first, :-1], prompt_mask[first, :-1]
-    cache = DynamicCache(config=_config(model))
+    cache = DynamicCache(config=unwrap(model).config)
     key = cache_argument(model)  # the KV cache's keyword in this transformers version
     with autocast():
         model(
@@ -84,9 +84,3 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *
     return out.log_probs[:, -logits_to_keep:], (
         out.entropy[:, -logits_to_keep:] if out.entropy is not None else None
     )
-
-
-def _config(model):
-    while not hasattr(model, "config") and hasattr(model, "module"):  # DDP wraps the model
-        model = model.module
-    return model.config
