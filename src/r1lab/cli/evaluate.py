@@ -6,14 +6,20 @@ import argparse
 import json
 import re
 import sys
+import logging
 from pathlib import Path
+
+log = logging.getLogger("r1lab.eval")
 
 DESCRIPTION = """Evaluate a model on math problems: pass@1, pass@k (unbiased), maj@k, format rate,
 completion length and truncation, by subject/level when the data has them.
 
 Answers are judged by the same verifier the training rewards use. Per-item results go to
 OUT/items.jsonl as they finish and the summary to OUT/summary.json; rerunning the same command
-continues where a killed run stopped.
+continues where a killed run stopped (or reuses the finished results, and says so), while a changed
+setting (tokens, temperature, samples, seed, prompt) starts a new result set. A model trained by r1lab is
+asked with the system prompt and reply prefix it was trained with (its r1lab_prompt.json) unless
+--system-prompt / --reply-prefix say otherwise.
 
 examples:
   r1lab eval --model tiny --data builtin --limit 20
@@ -26,6 +32,7 @@ examples:
 def register(sub) -> None:
     """Add the ``eval`` verb."""
     from r1lab.cli import HelpFormatter, add_common_flags
+    from r1lab.cli.data import add_column_flags
 
     p = sub.add_parser(
         "eval",
@@ -60,7 +67,18 @@ def register(sub) -> None:
         help="generation backend (vllm needs a GPU)",
     )
     p.add_argument(
-        "--system-prompt", default="r1", help="'r1' (the training prompt), 'none', or literal text"
+        "--system-prompt",
+        default=None,
+        help="'r1', 'none', or literal text (default: the prompt the model was trained with when r1lab "
+        "trained it, else 'r1')",
+    )
+    p.add_argument(
+        "--reply-prefix",
+        default=None,
+        help="text the reply starts with, e.g. '<think>\\n' (default: the model's own, else none)",
+    )
+    p.add_argument(
+        "--on-bad-row", choices=("error", "skip"), default="error", help="stop at a bad row, or skip it"
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out", default=None, help="output directory (default: runs/eval/<model>-<data>)")
@@ -73,6 +91,7 @@ def register(sub) -> None:
         "--fresh", action="store_true", help="discard earlier results in --out instead of resuming"
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    add_column_flags(p)
     add_common_flags(p)
     p.set_defaults(func=run_eval)
 
@@ -81,14 +100,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text).name or text).strip("_")[:60] or "model"
 
 
-def default_out_dir(model: str, data: str) -> Path:
-    """``runs/eval/<model>-<data>``, with path-unsafe characters replaced."""
+def default_out_dir(model: str, data: str, settings: dict | None = None) -> Path:
+    """``runs/eval/<model>-<data>[-<settings hash>]``, with path-unsafe characters replaced. The hash of the
+    generation settings makes a changed setting (tokens, temperature, prompt…) a new result set, while an
+    identical rerun finds (and reuses) its earlier results."""
     model_name = (
         _slug(model.rstrip("/").removesuffix("/model"))
         if model.rstrip("/").endswith("/model")
         else _slug(model)
     )
-    return Path("runs") / "eval" / f"{model_name}-{_slug(data)}"
+    name = f"{model_name}-{_slug(data)}"
+    if settings:
+        import hashlib
+
+        name += "-" + hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return Path("runs") / "eval" / name
 
 
 def summary_table(summary: dict, title: str = "evaluation"):
@@ -134,8 +160,10 @@ def run_eval(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
+    from r1lab.cli.data import columns_from_args
     from r1lab.data import load_eval_dataset
     from r1lab.errors import UserError
+    from r1lab.prompts import prompt_for
     from r1lab.evaluate import choose_backend, evaluate
     from r1lab.inference import load_pair
 
@@ -157,12 +185,31 @@ def run_eval(args: argparse.Namespace) -> int:
     from r1lab.models import resolve_model
 
     resolve_model(args.model, trust_remote_code=args.trust_remote_code)  # fails before anything is written
-    dataset = load_eval_dataset(args.data, split=args.split, n=args.limit, system_prompt=args.system_prompt)
+    system_prompt, reply_prefix, prompt_source = prompt_for(args.model, args.system_prompt, args.reply_prefix)
+    dataset = load_eval_dataset(
+        args.data,
+        split=args.split,
+        n=args.limit,
+        system_prompt=system_prompt,
+        reply_prefix=reply_prefix,
+        columns=columns_from_args(args),
+        on_bad_row=args.on_bad_row,
+    )
     if len(dataset) == 0:
         raise UserError(
             f"no problems in {args.data} (split {args.split})", hint="check the source, split and --limit"
         )
-    out = Path(args.out) if args.out else default_out_dir(args.model, args.data)
+    settings = {
+        "split": args.split,
+        "n_samples": args.n_samples,
+        "temperature": temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "system_prompt": system_prompt,
+        "reply_prefix": reply_prefix,
+    }
+    out = Path(args.out) if args.out else default_out_dir(args.model, args.data, settings)
+    log.info("prompt: %s; results go to %s", prompt_source, out)
 
     console = Console(stderr=True)
     with Progress(
@@ -193,6 +240,15 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     from r1lab import distributed
 
+    if summary.get("n_resumed") and not args.fresh:
+        reused = summary["n_resumed"]
+        what = "all" if reused == summary["n_items"] else f"{reused} of"
+        log.info(
+            "reused %s %d results already in %s (same model, data and settings); --fresh recomputes them",
+            what,
+            summary["n_items"],
+            out,
+        )
     if not distributed.is_main_process():  # rank 0 prints the one summary
         distributed.shutdown()
         return 0

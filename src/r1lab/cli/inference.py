@@ -9,8 +9,9 @@ import sys
 ASK_DESCRIPTION = """Ask a model one question and stream its reply.
 
 The reply's <think> part is shown dimmed, the rest normally, and the extracted final answer is
-highlighted at the end. The system prompt is the one training uses ('r1') unless --system-prompt
-says otherwise. The prompt itself is never printed back.
+highlighted at the end. A model trained by r1lab is asked with the system prompt and reply prefix it
+was trained with (its r1lab_prompt.json), any other model with the R1 prompt, unless --system-prompt /
+--reply-prefix say otherwise. The prompt itself is never printed back.
 
 examples:
   r1lab ask "What is 12 * 7?" --model smollm2-135m
@@ -34,7 +35,14 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
         "--model", default="smollm2-135m", help="model spec: tiny, smollm2-135m, a run's model dir, a .gguf"
     )
     p.add_argument(
-        "--system-prompt", default="r1", help="'r1' (the training prompt), 'none', or literal text"
+        "--system-prompt",
+        default=None,
+        help="'r1', 'none', or literal text (default: the model's training prompt, else 'r1')",
+    )
+    p.add_argument(
+        "--reply-prefix",
+        default=None,
+        help="text the reply starts with, e.g. '<think>\\n' (default: the model's own, else none)",
     )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument(
@@ -129,9 +137,12 @@ def _load(args):
 
 def _ask_one(pair, question: str, args, history, console):
     from r1lab.inference import ask
+    from r1lab.prompts import prompt_for
 
+    system_prompt, reply_prefix, _ = prompt_for(args.model, args.system_prompt, args.reply_prefix)
     kwargs = dict(
-        system_prompt=args.system_prompt,
+        system_prompt=system_prompt,
+        reply_prefix=reply_prefix,
         history=history,
         temperature=args.temperature,
         top_p=args.top_p,

@@ -12,6 +12,7 @@ from r1lab.config import RunConfig, StageConfig, trl_config_class
 from r1lab.errors import UserError
 from r1lab.io import atomic_dir
 from r1lab.models import cpu_has_fast_bf16
+from r1lab.prompts import write_model_prompt
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +168,11 @@ def train_from(trainer, resume: str | None, stage_name: str) -> None:
     trainer.train(resume_from_checkpoint=resume)
 
 
-def save_final_model(trainer, tokenizer, final_dir: str | Path) -> Path:
+def save_final_model(trainer, tokenizer, final_dir: str | Path, run: RunConfig | None = None) -> Path:
     """Write the trained model + tokenizer to ``final_dir`` atomically (a plain HF checkpoint: LoRA adapters
-    are merged so transformers and vLLM load it directly). Only the main process writes.
+    are merged so transformers and vLLM load it directly). Only the main process writes. With ``run``, the
+    run's system prompt and reply prefix go beside the weights (:data:`r1lab.prompts.MODEL_PROMPT_FILE`), so
+    ``r1lab eval/ask`` ask the model the way it was trained.
 
     Call it on every process: under DeepSpeed ZeRO-3 / FSDP gathering the full weights is collective, and the
     closing barrier keeps other processes from loading the model (next stage) before it is on disk."""
@@ -187,6 +190,8 @@ def save_final_model(trainer, tokenizer, final_dir: str | Path) -> Path:
         with atomic_dir(final_dir) as tmp:
             model.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
+            if run is not None:
+                write_model_prompt(tmp, run.system_prompt, run.reply_prefix)
         log.info("saved %s", final_dir)
     wait_for_everyone()
     return final_dir

@@ -136,4 +136,4 @@ def run_grpo(
         args.num_generations,
     )
     train_from(trainer, resume, stage.name)
-    return save_final_model(trainer, tokenizer, stage_dir / "model")
+    return save_final_model(trainer, tokenizer, stage_dir / "model", run)

@@ -111,4 +111,4 @@ def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: P
         "%s: SFT on %d examples, %s steps", stage.name, len(trainer.train_dataset), trainer.args.max_steps
     )
     train_from(trainer, resume, stage.name)
-    return save_final_model(trainer, tokenizer, stage_dir / "model")
+    return save_final_model(trainer, tokenizer, stage_dir / "model", run)
