@@ -34,7 +34,9 @@ def test_flags_beat_the_record_which_beats_the_r1_default(trained_dir, tmp_path)
     assert prompt_for(trained_dir, None, None)[:2] == (R1_SYSTEM_PROMPT, None)
 
 
-def test_eval_asks_a_trained_model_its_own_way_and_says_when_it_reuses(trained_dir, tmp_path, monkeypatch, capsys):
+def test_eval_asks_a_trained_model_its_own_way_and_says_when_it_reuses(
+    trained_dir, tmp_path, monkeypatch, capsys
+):
     data = tmp_path / "gsm.jsonl"
     data.write_text(json.dumps(GSM[0]) + "\n")
     monkeypatch.chdir(tmp_path)  # the default result folder is runs/eval/... under the working directory

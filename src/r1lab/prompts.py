@@ -51,10 +51,15 @@ def trained_prompt(model) -> dict | None:
         return None
     if not isinstance(record, dict):
         return None
-    return {k: record.get(k) if isinstance(record.get(k), str) else None for k in ("system_prompt", "reply_prefix")}
+    return {
+        k: record.get(k) if isinstance(record.get(k), str) else None
+        for k in ("system_prompt", "reply_prefix")
+    }
 
 
-def prompt_for(model, system_prompt: str | None, reply_prefix: str | None) -> tuple[str | None, str | None, str]:
+def prompt_for(
+    model, system_prompt: str | None, reply_prefix: str | None
+) -> tuple[str | None, str | None, str]:
     """The system prompt and reply prefix to ask ``model`` with, and where they came from.
 
     A flag the user gave wins; otherwise the model's own record (:data:`MODEL_PROMPT_FILE`); otherwise the

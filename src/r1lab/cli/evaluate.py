@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
-import logging
 from pathlib import Path
 
 log = logging.getLogger("r1lab.eval")
@@ -163,9 +163,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from r1lab.cli.data import columns_from_args
     from r1lab.data import load_eval_dataset
     from r1lab.errors import UserError
-    from r1lab.prompts import prompt_for
     from r1lab.evaluate import choose_backend, evaluate
     from r1lab.inference import load_pair
+    from r1lab.prompts import prompt_for
 
     temperature = args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 0.7)
     k = args.k if args.k is not None else args.n_samples
