@@ -91,7 +91,9 @@ class Scripted:
         self.fail_after = fail_after_batches
         self.asked: list[str] = []
 
-    def __call__(self, model, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed):
+    def __call__(
+        self, model, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed, on_progress=None
+    ):
         per_batch = max(1, batch_size // n_samples)
         for b, start in enumerate(range(0, len(prompts), per_batch)):
             if self.fail_after is not None and b >= self.fail_after:
@@ -243,6 +245,17 @@ def test_evaluate_runs_a_real_model_end_to_end(tiny, tmp_path):
     assert all(n <= 12 for it in items for n in it["n_tokens"])
     # Every truncated sample used the whole budget; every finished one ended early or on time.
     assert all(n == 12 for it in items for n, t in zip(it["n_tokens"], it["truncated"], strict=True) if t)
+
+
+def test_progress_moves_while_the_only_batch_decodes(tiny):
+    """All problems fit in one batch: the bar must still move before that batch ends (per token step)."""
+    data = [row(f"What is {a}+{b}?", str(a + b)) for a, b in [(1, 2), (30, 4), (5, 61)]]
+    seen = []
+    ev.evaluate(
+        tiny, data, max_new_tokens=8, batch_size=64, backend="hf", on_progress=lambda d, t: seen.append(d)
+    )
+    assert seen[-1] == 3 and seen == sorted(seen)
+    assert any(0 < d < 3 for d in seen)  # fractional progress inside the batch
 
 
 # ------------------------------------------------------------------ CLI

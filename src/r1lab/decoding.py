@@ -19,7 +19,7 @@ greedy output is token for token what ``model.generate`` gives each prompt alone
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from r1lab.compat import cache_argument
@@ -259,11 +259,14 @@ def decode_shared_prefix(
     temperature: float = 0.0,
     top_p: float = 1.0,
     sampling: Sampling | None = None,
+    on_step: Callable[[float], None] | None = None,
 ) -> list[list[int]]:
     """Generated token rows for prompt token ``rows``: ``per_prompt`` rows per prompt (one count for all,
     or one count per prompt), in order. Each row ends at its first EOS (kept) or after
     ``max_new_tokens``. ``sampling`` (else ``temperature``/``top_p``) chooses the tokens; sampling draws
-    from torch's global generator, so ``torch.manual_seed`` makes a run reproducible.
+    from torch's global generator, so ``torch.manual_seed`` makes a run reproducible. ``on_step`` gets the
+    fraction of the work done (by token steps, or by finished rows when more of them have finished) after
+    every token step, for progress bars.
     """
     import torch
 
@@ -290,6 +293,9 @@ def decode_shared_prefix(
         for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
             outputs[row].append(token)
         running = ~torch.isin(tokens, eos_ids)
+        if on_step is not None:
+            finished = len(outputs) - int(running.sum())
+            on_step(max((step + 1) / max_new_tokens, finished / len(outputs)))
         if step == max_new_tokens - 1 or not running.any():
             break
         if not running.all():

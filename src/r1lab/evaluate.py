@@ -234,7 +234,9 @@ def choose_backend(backend: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _hf_batches(model_or_pair, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed):
+def _hf_batches(
+    model_or_pair, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed, on_progress=None
+):
     from r1lab.inference import iter_generate, load_pair
 
     model, tokenizer = load_pair(model_or_pair)
@@ -247,10 +249,13 @@ def _hf_batches(model_or_pair, prompts, *, n_samples, temperature, max_new_token
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         seed=seed,
+        on_progress=on_progress,
     )
 
 
-def _vllm_batches(model_or_pair, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed):
+def _vllm_batches(
+    model_or_pair, prompts, *, n_samples, temperature, max_new_tokens, batch_size, seed, on_progress=None
+):
     """vLLM path (GPU only). vLLM schedules its own batches; we hand it ``batch_size``-sized
     chunks of prompts only so progress is saved as it goes."""
     from vllm import LLM, SamplingParams
@@ -339,7 +344,7 @@ def evaluate(
     seed: int = 0,
     limit: int | None = None,
     fresh: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[float, int], None] | None = None,
     across_processes: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on a math dataset; returns the summary dict.
@@ -357,7 +362,8 @@ def evaluate(
         fresh: discard results already in ``out_dir`` instead of resuming.
         backend: ``"hf"``, ``"vllm"`` or ``"auto"``.
         limit: evaluate only the first ``limit`` problems.
-        on_progress: called with ``(items_done, items_total)`` after each batch.
+        on_progress: called with ``(items_done, items_total)`` after each batch, and while a batch decodes
+            (then ``items_done`` is fractional: the batch counted by token steps or finished rows).
         across_processes: under ``accelerate launch``, call it on every process with this set: each
             generates its share of the problems (with vLLM, rank 0 generates them all), every process
             returns the same summary, and only rank 0 writes ``out_dir``.
@@ -425,6 +431,8 @@ def evaluate(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             seed=seed,
+            # the bar moves while a batch decodes, not only when it ends
+            on_progress=(lambda n: on_progress(n_resumed + n, len(rows))) if on_progress else None,
         )
         for local_idx, comps in stream:
             items = [todo[j] for j in local_idx]

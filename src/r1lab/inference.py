@@ -166,9 +166,12 @@ def iter_generate(
     batch_size: int = 64,
     seed: int = 0,
     fast_decode: bool = True,
+    on_progress: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[list[int], list[list[Completion]]]]:
     """Generate for ``prompts`` batch by batch, yielding ``(prompt_indices, completions)`` as each
     batch finishes (so callers can save progress). See :func:`generate` for the arguments.
+    ``on_progress`` gets the number of prompts done (a float: the running batch counts by token steps)
+    while a batch decodes, so a progress bar moves even when every prompt fits in one batch.
 
     ``batch_size`` counts sequences, so a batch holds ``batch_size // n_samples`` prompts (at
     least one). With ``temperature == 0`` the ``n_samples`` completions of a prompt would be
@@ -205,6 +208,9 @@ def iter_generate(
         for b, start in enumerate(range(0, len(order), prompts_per_batch)):
             idx = order[start : start + prompts_per_batch]
             torch.manual_seed(seed + b)
+            on_step = None
+            if on_progress is not None:
+                on_step = lambda fraction, done=start, n=len(idx): on_progress(done + fraction * n)  # noqa: E731
             with torch.inference_mode():
                 if fast:
                     gen_rows = decode_shared_prefix(
@@ -216,6 +222,7 @@ def iter_generate(
                         pad_id=pad_id,
                         temperature=temperature,
                         top_p=top_p,
+                        on_step=on_step,
                     )
                 else:
                     enc = tokenizer(
