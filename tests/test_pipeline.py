@@ -166,6 +166,18 @@ def test_config_errors_exit_2_before_loading_a_model(tmp_path, capsys):
     assert "did you mean learning_rate" in capsys.readouterr().err
 
 
+def test_every_stage_data_size_is_checked_before_any_stage_runs(tmp_path, capsys, monkeypatch):
+    """The seed recipe's second stage asks level 0 of the built-in task for more problems than it has: the run
+    stops at once (exit 2, before the first stage trains and before any model loads)."""
+    import r1lab.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_prepare_models", lambda run: pytest.fail("a model was resolved"))
+    argv = ["run", "--model", "tiny", "--output-dir", str(tmp_path), "--sft.data", "builtin:level=0"]
+    assert main([*argv, "--sft.n", "5000"]) == 2
+    assert "ran out of distinct train problems at level 0" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "seed").exists()
+
+
 def test_single_stage_verbs_dry_run(capsys):
     assert (
         main(

@@ -42,7 +42,8 @@ def is_main_process() -> bool:
 
 
 def check(run: RunConfig) -> RunConfig:
-    """Validate the whole run, including building each training stage's TRL config (cheap, no model)."""
+    """Validate the whole run before any model loads: each training stage's TRL config, reward parameters,
+    and every data source a stage (or the held-out measurement) will read, with its size."""
     from r1lab.distributed import check_vllm
     from r1lab.rewards import get_reward_funcs
     from r1lab.train.common import build_trl_args
@@ -54,20 +55,46 @@ def check(run: RunConfig) -> RunConfig:
             check_vllm(stage.args, where=f"{run.source or 'recipe'}: stage {stage.name!r}")
         if stage.kind == "grpo":  # reward parameters fail here, not after the base evaluation
             get_reward_funcs(stage.rewards, **stage.reward_params)
-        _check_data_source(stage, run)
+    for where, source, kind, split, n in _data_reads(run):
+        _check_data_source(where, source, kind, split, n)
     return run
 
 
-def _check_data_source(stage: StageConfig, run: RunConfig) -> None:
-    """Ask the data package whether a source can be loaded (cheap checks only), when it offers that."""
-    src = stage.data or (run.data if stage.kind in ("grpo", "sft", "rs") else None)
-    if not src or src.startswith("stage:"):
-        return
-    try:
-        from r1lab.data import check_source
-    except ImportError:
-        return
-    check_source(src)
+def _data_reads(run: RunConfig) -> list[tuple[str, str, str, str, int | None]]:
+    """``(who, source, kind, split, n)`` for every dataset the run will read (rs reads like grpo)."""
+    reads = []
+    if run.eval_n > 0 and any(s.trains and s.evaluate for s in run.stages):
+        reads.append(("held-out measurement (eval_data, eval_n)", run.eval_data, "eval", "test", run.eval_n))
+    for stage in run.stages:
+        if stage.kind in ("grpo", "sft", "rs"):
+            source, kind, split = (
+                stage.data or run.data,
+                "sft" if stage.kind == "sft" else "grpo",
+                stage.split,
+            )
+        elif stage.kind == "eval":
+            source, kind, split = (
+                stage.data or run.eval_data,
+                "eval",
+                stage.split if stage.split != "train" else "test",
+            )
+        else:
+            continue
+        if not source.startswith("stage:"):  # written by an earlier stage of this run
+            reads.append((f"stage {stage.name!r}", source, kind, split, stage.n))
+    return reads
+
+
+def _check_data_source(where: str, source: str, kind: str, split: str, n: int | None) -> None:
+    """Load-check one source (cheap: files are read, the built-in task generated, nothing downloaded);
+    fewer rows than ``n`` is said now, not after the stages before it have run."""
+    from r1lab.data import check_source
+
+    available = check_source(source, kind=kind, split=split, n=n)
+    if n and available is not None and available < n:
+        log.warning(
+            "%s: n=%d, but %s holds %d usable rows: it uses those %d", where, n, source, available, available
+        )
 
 
 # ------------------------------------------------------------------------------------- summary

@@ -203,12 +203,19 @@ def load_records(
 
 
 def check_source(
-    source: str, *, kind: str | None = None, split: str | None = None, columns: dict[str, str] | None = None
-) -> None:
+    source: str,
+    *,
+    kind: str | None = None,
+    split: str | None = None,
+    columns: dict[str, str] | None = None,
+    n: int | None = None,
+) -> int | None:
     """Raise :class:`UserError` now if ``source`` cannot be loaded later; cheap enough to run for
-    every stage of a recipe before any model loads.
+    every stage of a recipe before any model loads. Returns how many usable rows it holds (up to ``n``
+    for the built-in task), or ``None`` when that is unknown (a hub dataset).
 
-    * built-in: the options (level, split, n, seed) are checked;
+    * built-in: the options (level, split, n, seed) are checked, and with ``n`` that the task has that
+      many distinct problems (level 0 runs out after ~1,300);
     * a file: it is read and every row checked (for ``kind`` when given, else only that each row
       has a question), so a bad row stops the run before training, not hours into it;
     * a hub name: offline, the local ``datasets`` cache must hold it; online nothing is fetched.
@@ -230,10 +237,14 @@ def check_source(
         synthetic.parse_levels(spec.options.get("level", 1))
         _int_option(spec, "n", None)
         _int_option(spec, "seed", 0)
-    elif spec.kind in ("file", "dir"):
-        load_records(source, kind=kind or "any", split=split, columns=columns)
-    elif _hub_offline():
+        if n:  # generating is cheap (~0.1 ms a problem); running out is the error this catches
+            return len(load_records(source, kind=kind or "grpo", split=split, n=n)[0])
+        return None
+    if spec.kind in ("file", "dir"):
+        return len(load_records(source, kind=kind or "any", split=split, columns=columns)[0])
+    if _hub_offline():
         load_hub_rows(spec.target, split)
+    return None
 
 
 def _first_split(spec: SourceSpec) -> str:
