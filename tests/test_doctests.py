@@ -1,18 +1,20 @@
-"""The runnable examples in the docstrings of the modules this release added or changed stay true
-(the rewards package has its own: tests/rewards/test_rewards_doctests.py)."""
+"""The runnable examples in every module's docstrings stay true (``>>>`` lines; ``Example::`` blocks that
+need a real model or the hub are shown, not run)."""
 
 import doctest
 import importlib
+import pkgutil
 
 import pytest
 
+import r1lab
 
-@pytest.mark.parametrize(
-    "module",
-    ["answers", "stats", "decoding", "config", "data.load", "data.formatting", "train.shared_prompt", "io"],
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(r1lab.__path__, "r1lab.") if not m.name.endswith("__main__")
 )
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_docstring_examples(module):
-    mod = importlib.import_module(f"r1lab.{module}")
-    result = doctest.testmod(mod)
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
-    assert result.attempted > 0 or module == "io"

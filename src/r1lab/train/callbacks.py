@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from r1lab.compat import recorded_logs
 from r1lab.io import append_jsonl, atomic_write_text, damaged_weights
@@ -24,6 +25,77 @@ log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+# What the one-line-per-log console shows, in order: (TRL's metric key, short label).
+STEP_LINE_KEYS = (
+    ("reward", "reward"),
+    ("completions/mean_length", "length"),
+    ("loss", "loss"),
+    ("mean_token_accuracy", "token acc"),
+    ("grad_norm", "grad"),
+    ("learning_rate", "lr"),
+)
+
+
+def step_line(stage: str, step: int, max_steps: int, logs: dict) -> str | None:
+    """The compact console line for one trainer log event (None for events without step metrics).
+
+    >>> step_line("grpo", 3, 16, {"loss": 0.0123, "reward": 0.456, "completions/mean_length": 41.5,
+    ...                           "learning_rate": 1e-05, "epoch": 0.1, "rewards/format/mean": 0.2})
+    'grpo step 3/16: reward 0.456, length 41.5, loss 0.0123, lr 1e-05'
+    >>> step_line("sft", 90, 90, {"train_runtime": 1234.5, "train_loss": 0.8})
+    'sft: trained in 1234 s, mean loss 0.8'
+    """
+    if "train_runtime" in logs:
+        loss = logs.get("train_loss")
+        return f"{stage}: trained in {logs['train_runtime']:.0f} s" + (
+            f", mean loss {loss:.3g}" if isinstance(loss, int | float) else ""
+        )
+    parts = [
+        f"{label} {logs[key]:.3g}" for key, label in STEP_LINE_KEYS if isinstance(logs.get(key), int | float)
+    ]
+    return f"{stage} step {step}/{max_steps}: " + ", ".join(parts) if parts else None
+
+
+class StepLine(ProgressCallback):
+    """The Trainer's progress bar with one compact line per log event instead of the stringified metrics dict
+    (that dict goes to ``metrics.jsonl`` and TensorBoard in full). Without a bar (``disable_tqdm``), the line
+    is logged."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not args.disable_tqdm:
+            super().on_train_begin(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_step_end(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        line = step_line(self.stage, state.global_step, state.max_steps, logs)
+        if line is None:
+            return
+        if self.training_bar is not None:
+            self.training_bar.write(line)
+        else:
+            log.info(line)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_train_end(args, state, control, **kwargs)
+
+
+def quiet_console(trainer, stage: str) -> None:
+    """Swap the Trainer's console printers (a dict per step) for :class:`StepLine`."""
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StepLine(stage))
 
 
 class CompleteCheckpoints(TrainerCallback):

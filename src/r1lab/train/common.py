@@ -13,6 +13,7 @@ from r1lab.errors import UserError
 from r1lab.io import atomic_dir
 from r1lab.models import cpu_has_fast_bf16
 from r1lab.prompts import write_model_prompt
+from r1lab.train.callbacks import CompleteCheckpoints, RunLog, quiet_console
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,24 @@ def _as_list(v) -> list[str]:
     if isinstance(v, str):
         return ["tensorboard", "wandb", "trackio"] if v == "all" else [v]
     return list(v)
+
+
+def stage_callbacks(run: RunConfig, stage: StageConfig) -> list:
+    """r1lab's callbacks for a training stage: the metrics/samples log, complete-checkpoint markers, and
+    TensorBoard when the stage reports to it."""
+    callbacks = [RunLog(run.run_dir, stage.name), CompleteCheckpoints()]
+    tb = tensorboard_callback(run.run_dir, stage)
+    return callbacks + ([tb] if tb is not None else [])
+
+
+def attach_trainer(trainer, stage: StageConfig):
+    """Finish wiring a built trainer: the run log reads its samples from it, and the console shows one
+    compact line per log event instead of TRL's metrics dict. Returns the trainer."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, RunLog):
+            callback.trainer = trainer
+    quiet_console(trainer, stage.name)
+    return trainer
 
 
 def tensorboard_callback(run_dir: Path, stage: StageConfig):

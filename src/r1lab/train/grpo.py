@@ -12,14 +12,15 @@ from pathlib import Path
 
 from r1lab.config import RunConfig, StageConfig
 from r1lab.distributed import main_process_first
-from r1lab.train.callbacks import CompleteCheckpoints, RunLog, SolutionLogger, find_resume_checkpoint
+from r1lab.train.callbacks import SolutionLogger, find_resume_checkpoint
 from r1lab.train.common import (
+    attach_trainer,
     build_trl_args,
     cuda_available,
     load_for_training,
     numerics_line,
     save_final_model,
-    tensorboard_callback,
+    stage_callbacks,
     train_from,
 )
 
@@ -57,7 +58,6 @@ def build_grpo_trainer(
     from r1lab.train.rollouts import R1labGRPOTrainer
 
     stage_dir = Path(stage_dir)
-    run_dir = run.run_dir
     if dataset is None:
         with main_process_first():  # rank 0 fills the datasets cache, the others read it
             dataset = grpo_dataset(stage, run)
@@ -66,11 +66,6 @@ def build_grpo_trainer(
         reward_funcs[0] = SolutionLogger(reward_funcs[0])
     args = build_trl_args(stage, run, stage_dir / "checkpoints")
     model, tokenizer = load_for_training(model_spec, run)
-    runlog = RunLog(run_dir, stage.name)
-    callbacks = [runlog, CompleteCheckpoints()]
-    tb = tensorboard_callback(run_dir, stage)
-    if tb is not None:
-        callbacks.append(tb)
     engine, rollout_dtype, why = rollout_choice(stage, run, args, model)
     trainer = R1labGRPOTrainer(
         model=model,
@@ -78,12 +73,12 @@ def build_grpo_trainer(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=stage_callbacks(run, stage),
         rollout_engine=engine,
         rollout_dtype=rollout_dtype,
         share_prompt_forward=stage.share_prompt_forward,
     )
-    runlog.trainer = trainer
+    attach_trainer(trainer, stage)
     log.info(
         "%s: rollouts with %s's decoder%s; %s",
         stage.name,

@@ -15,12 +15,13 @@ from pathlib import Path
 from r1lab.config import RunConfig, StageConfig
 from r1lab.distributed import main_process_first
 from r1lab.errors import UserError
-from r1lab.train.callbacks import CompleteCheckpoints, RunLog, find_resume_checkpoint
+from r1lab.train.callbacks import find_resume_checkpoint
 from r1lab.train.common import (
+    attach_trainer,
     build_trl_args,
     load_for_training,
     save_final_model,
-    tensorboard_callback,
+    stage_callbacks,
     train_from,
 )
 
@@ -76,19 +77,19 @@ def build_sft_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, st
     from trl import SFTTrainer
 
     stage_dir = Path(stage_dir)
-    run_dir = run.run_dir
     if dataset is None:
         with main_process_first():  # rank 0 fills the datasets cache, the others read it
             dataset = sft_dataset(stage, run)
     args = build_trl_args(stage, run, stage_dir / "checkpoints")
     model, tokenizer = load_for_training(model_spec, run)
-    callbacks = [RunLog(run_dir, stage.name), CompleteCheckpoints()]
-    tb = tensorboard_callback(run_dir, stage)
-    if tb is not None:
-        callbacks.append(tb)
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=stage_callbacks(run, stage),
     )
+    attach_trainer(trainer, stage)
     if len(trainer.train_dataset) == 0:  # TRL drops examples whose completion was cut off entirely
         raise UserError(
             f"stage {stage.name!r}: all {len(dataset)} SFT examples lost their whole completion to truncation "
