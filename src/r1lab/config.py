@@ -39,37 +39,46 @@ KINDS = ("grpo", "sft", "rs", "eval", "inference")
 TRAINING_KINDS = ("grpo", "sft")
 
 
+def _field(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING):
+    """A dataclass field with its help text in ``metadata`` (as TRL's configs do); ``--help`` prints it."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class StageConfig:
     """One stage of a run. ``args`` holds TRL trainer fields (grpo/sft only), passed through unchanged."""
 
-    name: str
-    kind: str
-    # Model to start from: default is the previous training stage's output (or the run's model).
-    model: str | None = None
-    # Data source: "builtin[:opts]", a hub name, a local file, or "stage:<rs-stage-name>".
-    data: str | None = None
-    split: str = "train"
-    n: int | None = None  # number of examples/prompts to use (None = all)
-    # grpo
-    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"])
-    reward_params: dict[str, Any] = field(default_factory=dict)
-    # GRPO generation: "auto" (r1lab's decoder unless vLLM is on), "r1lab", or "trl" (TRL's model.generate)
-    rollout_engine: str = "auto"
-    # dtype of the weights rollouts decode with: "auto" (bf16 on CPUs with native bf16, else the model's)
-    rollout_dtype: str = "auto"
-    # GRPO loss: run each prompt once for all its completions (exact; see r1lab.train.shared_prompt)
-    share_prompt_forward: bool = True
-    # rs / eval / inference
-    num_samples: int = 4  # rs: completions per prompt (K); eval: samples per problem
-    temperature: float | None = None
-    max_new_tokens: int = 256
-    batch_size: int = 64
-    max_per_prompt: int = 1  # rs: keep at most this many accepted completions per prompt
-    questions: list[str] = field(default_factory=list)  # inference
-    # Measure held-out accuracy/format before and after this stage (training stages).
-    evaluate: bool = True
-    args: dict[str, Any] = field(default_factory=dict)
+    name: str = _field(help="the stage's name: its folder under the run, and --<name>.<field> overrides")
+    kind: str = _field(help="grpo, sft, rs (rejection sampling), eval or inference")
+    model: str | None = _field(None, "model to start from (default: the previous training stage's output)")
+    data: str | None = _field(
+        None,
+        "data source: builtin[:opts], a hub name, a local file, or stage:<rs stage> (default: run's data)",
+    )
+    split: str = _field("train", "dataset split to read")
+    n: int | None = _field(None, "number of examples/prompts to use (default: all)")
+    rewards: list[str] = _field(help="grpo: reward functions", factory=lambda: ["accuracy", "format"])
+    reward_params: dict[str, Any] = _field(help="grpo: reward parameters, e.g. {max_len: 512}", factory=dict)
+    rollout_engine: str = _field(
+        "auto",
+        "grpo: who generates: auto (r1lab's decoder unless vLLM is on), r1lab, or trl (model.generate)",
+    )
+    rollout_dtype: str = _field(
+        "auto", "grpo: dtype rollouts decode in: auto (bf16 on CPUs with native bf16, else the model's)"
+    )
+    share_prompt_forward: bool = _field(
+        True, "grpo: run each prompt once for all its completions in the loss (exact, faster)"
+    )
+    num_samples: int = _field(4, "rs: completions per prompt (K); eval: samples per problem")
+    temperature: float | None = _field(None, "rs/eval/inference: sampling temperature (default: greedy)")
+    max_new_tokens: int = _field(256, "rs/eval/inference: token budget of each completion")
+    batch_size: int = _field(64, "rs/eval: sequences decoded together")
+    max_per_prompt: int = _field(1, "rs: keep at most this many accepted completions per prompt")
+    questions: list[str] = _field(
+        help="inference: questions asked of the base and the final model", factory=list
+    )
+    evaluate: bool = _field(True, "measure held-out accuracy/format after this training stage")
+    args: dict[str, Any] = _field(help="TRL trainer fields (GRPOConfig / SFTConfig names)", factory=dict)
 
     @property
     def trains(self) -> bool:
@@ -81,6 +90,29 @@ class StageConfig:
 
 
 STAGE_FIELDS = {f.name for f in dataclasses.fields(StageConfig)} - {"args"}
+
+
+def fields_help(cls: type, names: set[str] | None = None) -> str:
+    """The fields of ``cls`` (RunConfig / StageConfig) with their help and defaults, one per line, for
+    ``--help``; ``names`` picks some. TRL's own fields are documented by TRL.
+
+    >>> print(fields_help(StageConfig, {"n", "split"}))
+      split                  dataset split to read (default: train)
+      n                      number of examples/prompts to use (default: all)
+    """
+    lines = []
+    for f in dataclasses.fields(cls):
+        if (names is not None and f.name not in names) or f.name in ("args", "stages", "source"):
+            continue
+        text = f.metadata.get("help", "")
+        if f.default is not dataclasses.MISSING and f.default is not None and "default:" not in text:
+            text += f" (default: {f.default})"
+        elif f.default_factory is not dataclasses.MISSING and f.default_factory():
+            text += f" (default: {f.default_factory()})"
+        lines.append(f"  {f.name:<22} {text}")
+    return "\n".join(lines)
+
+
 # r1lab stage fields that mean something only for some kinds (others are rejected so typos surface).
 _DATA_FIELDS = {"name", "kind", "model", "data", "split", "n"}
 _SAMPLING_FIELDS = {"num_samples", "temperature", "max_new_tokens", "batch_size"}
@@ -98,28 +130,32 @@ KIND_FIELDS = {
 class RunConfig:
     """A whole run: where it writes, which model it starts from, and its stages in order."""
 
-    name: str = "run"
-    model: str = "smollm2-135m"
-    output_dir: str = "runs"
-    seed: int = 0
-    system_prompt: str | None = "r1"
-    # Text the assistant's reply starts with, written into every prompt (GRPO, evaluation, rejection
-    # sampling, inference): "<think>\n" makes the R1 format reachable for a small model. Rewards and
-    # evaluation score the whole reply (prefix + completion).
-    reply_prefix: str | None = None
-    data: str = "builtin"  # default training data for stages without their own
-    eval_data: str = "builtin"  # held-out problems for before/after metrics (its test split)
-    eval_n: int = 32  # held-out problems per before/after measurement; 0 turns it off
-    eval_max_new_tokens: int = 256
-    eval_batch_size: int = 64
-    dtype: str = "auto"
-    device: str = "auto"
-    lora: Any = None
-    gradient_checkpointing: bool = False
-    trust_remote_code: bool = False
-    report: bool = True  # write report.html at the end (if r1lab.report is available)
-    stages: list[StageConfig] = field(default_factory=list)
-    source: str | None = None  # the recipe file it came from (for messages)
+    name: str = _field("run", "run name: outputs go to output_dir/name")
+    model: str = _field("smollm2-135m", "model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id")
+    output_dir: str = _field("runs", "where runs go")
+    seed: int = _field(0, "random seed (data order, sampling, training)")
+    system_prompt: str | None = _field("r1", "'r1' (DeepSeek-R1's prompt), 'none', or literal text")
+    # "<think>\n" makes the R1 format reachable for a small model; rewards and evaluation score the whole
+    # reply (prefix + completion).
+    reply_prefix: str | None = _field(
+        None, "text every reply starts with, written into every prompt (GRPO, evaluation, rs, inference)"
+    )
+    data: str = _field("builtin", "training data of stages without their own")
+    eval_data: str = _field(
+        "builtin", "held-out problems for the before/after measurements (its test split; a file as is)"
+    )
+    eval_n: int = _field(32, "held-out problems per before/after measurement; 0 turns it off")
+    eval_max_new_tokens: int = _field(256, "token budget of each held-out completion")
+    eval_batch_size: int = _field(64, "sequences decoded together in held-out measurements")
+    dtype: str = _field("auto", "weights dtype: auto, float32, bfloat16, float16")
+    device: str = _field("auto", "auto, cpu or cuda")
+    lora: Any = _field(None, "train LoRA adapters: true (r=16, all linear layers) or peft.LoraConfig fields")
+    save_adapter: bool = _field(False, "with LoRA, also save the adapter alone (stage/model/adapter/)")
+    gradient_checkpointing: bool = _field(False, "recompute activations in the backward pass (less memory)")
+    trust_remote_code: bool = _field(False, "run a hub model's own code (only for authors you trust)")
+    report: bool = _field(True, "write report.html at the end")
+    stages: list[StageConfig] = _field(help="the stages, in order", factory=list)
+    source: str | None = _field(None, "the recipe file it came from (for messages)")
 
     @property
     def run_dir(self) -> Path:

@@ -41,6 +41,40 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """Keeps examples in descriptions/epilogs as written and shows defaults."""
 
 
+class VerbParser(argparse.ArgumentParser):
+    """The parser of each verb. With ``collect_overrides=True`` (``run`` and the one-stage verbs) unknown
+    ``--key value`` / ``--key=value`` options become recipe overrides (``--field`` for a run-level field or a
+    one-stage verb's stage field, ``--stage.field``) instead of errors; the keys are checked against the
+    recipe and TRL later, with suggestions."""
+
+    def __init__(self, *args, collect_overrides: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.collect_overrides = collect_overrides
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        if not self.collect_overrides:
+            return namespace, rest
+        overrides, left = list(getattr(namespace, "overrides", None) or []), []
+        i = 0
+        while i < len(rest):
+            tok = rest[i]
+            if not (tok.startswith("--") and len(tok) > 2):
+                left.append(tok)
+                i += 1
+            elif "=" in tok:
+                overrides.append(tok[2:])
+                i += 1
+            elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                overrides.append(f"{tok[2:]}={rest[i + 1]}")
+                i += 2
+            else:
+                overrides.append(f"{tok[2:]}=true")  # a bare flag means true
+                i += 1
+        namespace.overrides = overrides
+        return namespace, left
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="r1lab",
@@ -50,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"r1lab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=VerbParser)
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)
     return parser

@@ -7,8 +7,6 @@ import statistics
 
 from r1lab.errors import UserError
 
-VERBS = ["data"]
-
 PREVIEW_EXAMPLES = """examples:
   r1lab data preview builtin --n 3                         # the built-in task (train split)
   r1lab data preview builtin:level=3 --split test --kind eval

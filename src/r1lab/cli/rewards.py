@@ -10,8 +10,6 @@ from typing import Any
 
 from r1lab.errors import UserError
 
-VERBS = ["rewards"]
-
 SCORE_EXAMPLES = """examples:
   r1lab rewards score runs/demo/samples.jsonl --rewards accuracy,format
   r1lab rewards score completions.jsonl --rewards accuracy,format,cosine --param cosine.max_len=500 --out scored.jsonl

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-VERBS = ["run", "grpo", "sft", "rs"]
-
 RUN_DESCRIPTION = """Run a recipe's stages in order (default: the seed recipe, GRPO -> SFT -> inference).
 
 Everything the run makes goes under OUTPUT_DIR/NAME (runs/<name>/): the resolved config, each stage's
@@ -54,46 +52,19 @@ examples:
 }
 
 
-class OverridesParser(argparse.ArgumentParser):
-    """An ArgumentParser that collects unknown ``--key value`` / ``--key=value`` options as overrides
-    instead of rejecting them (the keys are checked against the recipe and TRL later, with suggestions)."""
+def _fields_epilog(kind: str | None) -> str:
+    """The r1lab fields a verb accepts as --field value (TRL's own fields are listed in TRL's docs)."""
+    from r1lab.config import KIND_FIELDS, STAGE_FIELDS, RunConfig, StageConfig, fields_help
 
-    dotted_only = True
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, rest = super().parse_known_args(args, namespace)
-        overrides, left = list(getattr(namespace, "overrides", None) or []), []
-        i = 0
-        while i < len(rest):
-            tok = rest[i]
-            if tok.startswith("--") and len(tok) > 2 and (not self.dotted_only or "." in tok.split("=")[0]):
-                if "=" in tok:
-                    overrides.append(tok[2:])
-                    i += 1
-                    continue
-                if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-                    overrides.append(f"{tok[2:]}={rest[i + 1]}")
-                    i += 2
-                    continue
-                overrides.append(f"{tok[2:]}=true")  # a bare flag means true
-                i += 1
-                continue
-            left.append(tok)
-            i += 1
-        namespace.overrides = overrides
-        return namespace, left
-
-
-class RunOverridesParser(OverridesParser):
-    """``--field value`` sets a run-level field, ``--stage.field value`` a stage's."""
-
-    dotted_only = False
-
-
-class StageOverridesParser(OverridesParser):
-    """``--field value`` sets a field of the verb's one stage (``--stage.field`` still works)."""
-
-    dotted_only = False
+    stage_names = (KIND_FIELDS[kind] if kind else STAGE_FIELDS) - {"name", "kind"}
+    where = f"--<field> value (this {kind} stage)" if kind else "--<stage>.<field> value"
+    trl = {"grpo": "GRPOConfig", "sft": "SFTConfig"}.get(kind, "GRPOConfig / SFTConfig")
+    return (
+        "run fields (--field value):\n"
+        + fields_help(RunConfig)
+        + f"\n\nstage fields ({where}), plus any TRL {trl} field:\n"
+        + fields_help(StageConfig, stage_names)
+    )
 
 
 def register(sub) -> None:
@@ -104,10 +75,11 @@ def register(sub) -> None:
         "run",
         help="run a recipe: GRPO -> SFT -> inference (resumable)",
         description=RUN_DESCRIPTION,
+        epilog=_fields_epilog(None),
         formatter_class=HelpFormatter,
+        collect_overrides=True,
+        allow_abbrev=False,  # `--n 64` must not turn into `--name 64`
     )
-    p.__class__ = RunOverridesParser
-    p.allow_abbrev = False  # `--n 64` must not turn into `--name 64`
     p.add_argument(
         "--config",
         default="recipes/seed.yaml",
@@ -130,10 +102,14 @@ def register(sub) -> None:
             "rs": "rejection sampling: write SFT data from correct samples",
         }[kind]
         sp = sub.add_parser(
-            kind, help=help_, description=STAGE_DESCRIPTIONS[kind], formatter_class=HelpFormatter
+            kind,
+            help=help_,
+            description=STAGE_DESCRIPTIONS[kind],
+            epilog=_fields_epilog(kind),
+            formatter_class=HelpFormatter,
+            collect_overrides=True,
+            allow_abbrev=False,
         )
-        sp.__class__ = StageOverridesParser
-        sp.allow_abbrev = False
         sp.add_argument(
             "--config", default=None, help="take the stage's defaults from this recipe (see --stage)"
         )
@@ -148,20 +124,50 @@ def register(sub) -> None:
 
 def _run_level_flags(p) -> None:
     # SUPPRESS: an absent flag leaves the recipe's value alone (and the help shows no "default: None").
+    # The second names are TRL's script arguments (ModelConfig / ScriptArguments), for users coming from TRL.
     none = argparse.SUPPRESS
     p.add_argument("--name", default=none, help="run name: outputs go to OUTPUT_DIR/NAME")
     p.add_argument(
-        "--model", default=none, help="model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id"
+        "--model",
+        "--model_name_or_path",
+        dest="model",
+        default=none,
+        help="model spec: tiny, smollm2-135m, a .gguf, a local dir, a hub id",
     )
     p.add_argument(
-        "--data", default=none, help="training data: builtin[:level=N], a hub name, or a local file"
+        "--data",
+        "--dataset_name",
+        dest="data",
+        default=none,
+        help="training data: builtin[:level=N], a hub name, or a local file",
     )
     p.add_argument(
         "--output-dir", dest="output_dir", default=none, help="where runs go (the recipe says runs)"
     )
     p.add_argument("--seed", type=int, default=none, help="random seed")
     p.add_argument(
-        "--lora", action="store_true", default=none, help="train LoRA adapters (merged when saved)"
+        "--dtype", "--torch_dtype", dest="dtype", default=none, help="weights dtype: auto, float32, bfloat16"
+    )
+    lora = p.add_argument_group("LoRA (TRL's ModelConfig names)")
+    lora.add_argument(
+        "--lora",
+        "--use_peft",
+        dest="lora",
+        action="store_true",
+        default=none,
+        help="train LoRA adapters (merged into the saved model)",
+    )
+    lora.add_argument("--lora_r", type=int, default=none, help="LoRA rank (default 16); implies --lora")
+    lora.add_argument("--lora_alpha", type=int, default=none, help="LoRA alpha (default 32); implies --lora")
+    lora.add_argument("--lora_dropout", type=float, default=none, help="LoRA dropout (default 0.05)")
+    lora.add_argument(
+        "--lora_target_modules", nargs="+", default=none, help="modules to adapt (default: all linear layers)"
+    )
+    lora.add_argument(
+        "--save_adapter",
+        action="store_true",
+        default=none,
+        help="also save the adapter alone, in <stage>/model/adapter/",
     )
 
 
@@ -178,11 +184,25 @@ def resolve_recipe_path(value: str) -> Path:
 
 
 def _run_level_overrides(args) -> list[str]:
+    import json
+
     out = []
-    for key in ("name", "model", "data", "output_dir", "seed", "lora"):
+    for key in ("name", "model", "data", "output_dir", "seed", "dtype", "lora", "save_adapter"):
         value = getattr(args, key, None)
         if value is not None:
             out.append(f"{key}={value}")
+    peft = {
+        field: getattr(args, flag)
+        for flag, field in (
+            ("lora_r", "r"),
+            ("lora_alpha", "lora_alpha"),
+            ("lora_dropout", "lora_dropout"),
+            ("lora_target_modules", "target_modules"),
+        )
+        if getattr(args, flag, None) is not None
+    }
+    if peft:  # LoraConfig fields as a mapping (the rest keep r1lab's defaults)
+        out.append(f"lora={json.dumps(peft)}")
     return out
 
 
@@ -195,14 +215,18 @@ def _run_handler(args) -> int:
 
 
 def _stage_handler(args) -> int:
-    from r1lab.config import apply_overrides, load_config
+    import dataclasses
+
+    from r1lab.config import STAGE_FIELDS, RunConfig, apply_overrides, load_config
 
     kind = args.kind
     stage_overrides = []
     run_overrides = []
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)} - STAGE_FIELDS
     for o in args.overrides:
-        key = o.split("=", 1)[0]
-        (run_overrides if "." in key else stage_overrides).append(o)
+        key = o.split("=", 1)[0].replace("-", "_")
+        # --grpo.beta (dotted) and run-level fields (--eval_n) go to the run; the rest to this one stage
+        (run_overrides if "." in key or key in run_fields else stage_overrides).append(o)
     if args.config:
         base = load_config(resolve_recipe_path(args.config)).to_dict()
         candidates = [
@@ -224,7 +248,6 @@ def _stage_handler(args) -> int:
     base.setdefault("name", kind)
     data = apply_overrides(base, _run_level_overrides(args) + run_overrides)
     data = apply_overrides(data, [f"{kind}.{o}" for o in stage_overrides])
-    from r1lab.config import RunConfig
 
     run = RunConfig.from_dict(data, source=args.config or f"r1lab {kind}")
     if getattr(args, "data", None) is not None:

@@ -204,9 +204,11 @@ def save_final_model(trainer, tokenizer, final_dir: str | Path, run: RunConfig |
     if accelerator is not None and not hasattr(model, "merge_and_unload") and accelerator.num_processes > 1:
         state_dict = accelerator.get_state_dict(trainer.model)  # collective; full weights on rank 0
     if trainer.is_world_process_zero():
-        if hasattr(model, "merge_and_unload"):  # a PEFT model (replicated weights: DDP / ZeRO-2)
-            model = model.merge_and_unload()
         with atomic_dir(final_dir) as tmp:
+            if hasattr(model, "merge_and_unload"):  # a PEFT model (replicated weights: DDP / ZeRO-2)
+                if run is not None and run.save_adapter:
+                    model.save_pretrained(tmp / "adapter")  # the adapter alone, loadable with peft
+                model = model.merge_and_unload()
             model.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
             if run is not None:
