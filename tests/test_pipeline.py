@@ -138,8 +138,7 @@ def test_seed_recipe_on_tiny_asks_the_sample_question(tmp_path, r1lab_cache, cap
     # every trained model remembers how it was asked, so `r1lab eval/ask` ask it the same way
     for stage in ("grpo", "sft"):
         record = json.loads((tmp_path / "seed" / stage / "model" / "r1lab_prompt.json").read_text())
-        assert record["reply_prefix"] == "<think>\n"
-        assert record["system_prompt"].startswith("You are a helpful assistant that solves math")
+        assert record == {"system_prompt": None, "reply_prefix": "<think>\n"}  # TINY: --system_prompt none
     out = capsys.readouterr().out
     assert "sample question" in out and "inference" in out
 
