@@ -59,3 +59,19 @@ def test_user_error_exits_2_with_one_line(monkeypatch, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "r1lab", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_bundled_recipes_are_found_from_any_directory_and_ship_in_the_wheel(tmp_path, monkeypatch):
+    """A wheel install has no ./recipes: names and the default recipes/<x>.yaml resolve to the packaged copies,
+    which pyproject ships as package data."""
+    import tomllib
+    from pathlib import Path
+
+    from r1lab.cli.train import BUNDLED_RECIPES, resolve_recipe_path
+
+    monkeypatch.chdir(tmp_path)
+    for spec in ("seed", "recipes/seed.yaml", "gsm8k", "r1-zero.yaml"):
+        path = resolve_recipe_path(spec)
+        assert path.is_file() and path.parent == BUNDLED_RECIPES
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "recipes/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["r1lab"]

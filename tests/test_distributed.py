@@ -383,6 +383,7 @@ RECIPE = {
             "per_device_train_batch_size": 4,
             "max_completion_length": 16,
             "save_steps": 1,
+            "keep_checkpoints": True,  # the resume test below removes one
         },
         {
             "name": "sft",
@@ -391,6 +392,7 @@ RECIPE = {
             "max_steps": 2,
             "per_device_train_batch_size": 2,
             "save_steps": 1,
+            "keep_checkpoints": True,
         },
         # Sampling stages after training: rs splits its prompts over the ranks, eval runs on rank 0.
         {"name": "rs", "kind": "rs", "n": 6, "num_samples": 2, "max_new_tokens": 8, "batch_size": 4},

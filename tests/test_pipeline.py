@@ -263,6 +263,7 @@ def test_resume_after_kill_9(tmp_path, r1lab_cache):
     assert resumed == [last + 1, last + 2, last + 3]
     s = _summary(tmp_path / "k")
     assert [e["status"] for e in s["stages"]] == ["done", "done", "done"]
+    assert not ckpts.exists() and (tmp_path / "k" / "grpo" / "model").is_dir()  # done: checkpoints deleted
 
     n_rows = len(list(read_jsonl(tmp_path / "k" / "metrics.jsonl")))
     assert main(cmd2[3:]) == 0  # everything done: nothing is trained or asked again

@@ -78,6 +78,9 @@ class StageConfig:
         help="inference: questions asked of the base and the final model", factory=list
     )
     evaluate: bool = _field(True, "measure held-out accuracy/format after this training stage")
+    keep_checkpoints: bool = _field(
+        False, "keep checkpoints/ once the stage is done (default: deleted when its final model is saved)"
+    )
     args: dict[str, Any] = _field(help="TRL trainer fields (GRPOConfig / SFTConfig names)", factory=dict)
 
     @property
@@ -118,8 +121,16 @@ _DATA_FIELDS = {"name", "kind", "model", "data", "split", "n"}
 _SAMPLING_FIELDS = {"num_samples", "temperature", "max_new_tokens", "batch_size"}
 KIND_FIELDS = {
     "grpo": _DATA_FIELDS
-    | {"rewards", "reward_params", "evaluate", "rollout_engine", "rollout_dtype", "share_prompt_forward"},
-    "sft": _DATA_FIELDS | {"evaluate"},
+    | {
+        "rewards",
+        "reward_params",
+        "evaluate",
+        "keep_checkpoints",
+        "rollout_engine",
+        "rollout_dtype",
+        "share_prompt_forward",
+    },
+    "sft": _DATA_FIELDS | {"evaluate", "keep_checkpoints"},
     "rs": _DATA_FIELDS | _SAMPLING_FIELDS | {"max_per_prompt", "evaluate"},
     "eval": _DATA_FIELDS | _SAMPLING_FIELDS,
     "inference": {"name", "kind", "model", "questions", "temperature", "max_new_tokens"},

@@ -346,6 +346,7 @@ def _run_stages(run: RunConfig, only: list[str] | None) -> dict:
                 prev_metrics = _evaluate_stage(stage, run, summary, entry, model_out, prev_metrics)
                 entry["status"] = "done"
                 _save_summary(run, summary)
+                _drop_checkpoints(stage, stage_dir)
             else:
                 log.info("%s: already done, skipping", stage.name)
                 prev_metrics = entry.get("metrics_after") or prev_metrics
@@ -398,6 +399,7 @@ def _run_stages(run: RunConfig, only: list[str] | None) -> dict:
             )
         entry.update(status="done", seconds=round(time.time() - t0, 1))
         _save_summary(run, summary)
+        _drop_checkpoints(stage, stage_dir)
     summary["final_model"] = current
     summary["final_metrics"] = prev_metrics
     _save_summary(run, summary)
@@ -423,6 +425,17 @@ def _evaluate_stage(
     if vs_base:
         summary["final_vs_base"] = vs_base
     return after or before
+
+
+def _drop_checkpoints(stage: StageConfig, stage_dir: Path) -> None:
+    """A done training stage's checkpoints are dead weight (its model and summary are written); delete
+    them unless the stage says ``keep_checkpoints``."""
+    ckpts = stage_dir / "checkpoints"
+    if stage.trains and not stage.keep_checkpoints and ckpts.is_dir() and is_main_process():
+        import shutil
+
+        shutil.rmtree(ckpts, ignore_errors=True)
+        log.info("%s: done; removed its checkpoints (keep_checkpoints: true keeps them)", stage.name)
 
 
 def _empty_stage_data(stage: StageConfig, run: RunConfig) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+BUNDLED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
 RUN_DESCRIPTION = """Run a recipe's stages in order (default: the seed recipe, GRPO -> SFT -> inference).
 
 Everything the run makes goes under OUTPUT_DIR/NAME (runs/<name>/): the resolved config, each stage's
@@ -172,12 +174,13 @@ def _run_level_flags(p) -> None:
 
 
 def resolve_recipe_path(value: str) -> Path:
-    """A recipe path, or a bundled recipe's name (``seed`` -> recipes/seed.yaml)."""
+    """A recipe path, or a bundled recipe's name (``seed`` -> recipes/seed.yaml): ./recipes first, then the
+    recipes shipped inside the package (so a wheel install finds them too)."""
     p = Path(value)
     if p.is_file():
         return p
     name = p.name if p.suffix in (".yaml", ".yml") else f"{value}.yaml"
-    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[3] / "recipes"):
+    for root in (Path.cwd() / "recipes", BUNDLED_RECIPES):
         if (root / name).is_file():
             return root / name
     return p  # load_config reports it as not found

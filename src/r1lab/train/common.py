@@ -4,6 +4,7 @@ writing the final model atomically."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,15 @@ def build_trl_args(stage: StageConfig, run: RunConfig, output_dir: str | Path, *
     kwargs.update(extra)
     # TensorBoard goes to runs/<name>/tb/<stage> through our own callback (see tensorboard_callback).
     kwargs["report_to"] = [r for r in _as_list(kwargs.get("report_to")) if r != "tensorboard"]
+    _check_trackers(stage, kwargs["report_to"])
+    if kwargs.get("push_to_hub"):
+        # The Trainer would push its output_dir (checkpoints/); r1lab pushes the final model instead.
+        kwargs["push_to_hub"] = False
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+            raise UserError(
+                f"stage {stage.name!r}: push_to_hub is on but HF_HUB_OFFLINE is set",
+                hint="unset HF_HUB_OFFLINE (and log in with `hf auth login`), or drop push_to_hub",
+            )
     if stage.kind == "grpo" and kwargs.get("remove_unused_columns"):
         raise UserError(
             f"stage {stage.name!r}: remove_unused_columns: true would drop the `solution` column before the "
@@ -88,6 +98,32 @@ def build_trl_args(stage: StageConfig, run: RunConfig, output_dir: str | Path, *
             f"stage {stage.name!r}: TRL rejects the settings: {err}",
             hint="fix the field it names in the recipe or the override",
         ) from err
+
+
+# report_to names whose package is not an r1lab dependency: the module to look for, and its pip name.
+TRACKER_PACKAGES = {
+    "wandb": ("wandb", "wandb"),
+    "trackio": ("trackio", "trackio"),
+    "mlflow": ("mlflow", "mlflow"),
+    "comet_ml": ("comet_ml", "comet-ml"),
+    "clearml": ("clearml", "clearml"),
+    "neptune": ("neptune", "neptune"),
+    "dvclive": ("dvclive", "dvclive"),
+}
+
+
+def _check_trackers(stage: StageConfig, report_to: list[str]) -> None:
+    """A tracker whose package is missing is a one-line error now, not a traceback at the first log."""
+    import importlib.util
+
+    for name in report_to:
+        module, pip_name = TRACKER_PACKAGES.get(name, (None, None))
+        if module and importlib.util.find_spec(module) is None:
+            raise UserError(
+                f"stage {stage.name!r}: report_to {name} needs the {pip_name} package, which is not installed",
+                hint=f"pip install {pip_name} (and log in), or drop {name} from report_to "
+                "(runs/<name>/metrics.jsonl is always written)",
+            )
 
 
 def numerics_line(args, *, cuda: bool) -> str:
@@ -113,6 +149,30 @@ def _as_list(v) -> list[str]:
     if isinstance(v, str):
         return ["tensorboard", "wandb", "trackio"] if v == "all" else [v]
     return list(v)
+
+
+def push_final_model(stage: StageConfig, run: RunConfig, model_dir: Path) -> None:
+    """With the stage's ``push_to_hub``, upload its final model (not its checkpoints) to the hub repo
+    ``hub_model_id`` (default ``<run name>-<stage name>``). Main process only."""
+    from r1lab.distributed import is_main_process
+
+    if not stage.args.get("push_to_hub") or not is_main_process():
+        return
+    from huggingface_hub import HfApi
+
+    repo = stage.args.get("hub_model_id") or f"{run.name}-{stage.name}"
+    api = HfApi(token=stage.args.get("hub_token"))
+    try:
+        repo = api.create_repo(repo, exist_ok=True, private=stage.args.get("hub_private_repo")).repo_id
+        api.upload_folder(
+            repo_id=repo, folder_path=str(model_dir), commit_message=f"r1lab {run.name}: {stage.name}"
+        )
+    except Exception as err:  # network, auth, permissions: the model itself is safe on disk
+        raise UserError(
+            f"stage {stage.name!r}: pushing {model_dir} to the hub as {repo} failed: {err}",
+            hint=f"log in (`hf auth login`) and retry with: hf upload {repo} {model_dir}",
+        ) from err
+    log.info("%s: pushed %s to the hub as %s", stage.name, model_dir, repo)
 
 
 def stage_callbacks(run: RunConfig, stage: StageConfig) -> list:

@@ -19,6 +19,7 @@ from r1lab.train.common import (
     cuda_available,
     load_for_training,
     numerics_line,
+    push_final_model,
     save_final_model,
     stage_callbacks,
     train_from,
@@ -131,4 +132,6 @@ def run_grpo(
         args.num_generations,
     )
     train_from(trainer, resume, stage.name)
-    return save_final_model(trainer, tokenizer, stage_dir / "model", run)
+    model_dir = save_final_model(trainer, tokenizer, stage_dir / "model", run)
+    push_final_model(stage, run, model_dir)
+    return model_dir

@@ -20,6 +20,7 @@ from r1lab.train.common import (
     attach_trainer,
     build_trl_args,
     load_for_training,
+    push_final_model,
     save_final_model,
     stage_callbacks,
     train_from,
@@ -112,4 +113,6 @@ def run_sft(stage: StageConfig, run: RunConfig, *, model_spec: str, stage_dir: P
         "%s: SFT on %d examples, %s steps", stage.name, len(trainer.train_dataset), trainer.args.max_steps
     )
     train_from(trainer, resume, stage.name)
-    return save_final_model(trainer, tokenizer, stage_dir / "model", run)
+    model_dir = save_final_model(trainer, tokenizer, stage_dir / "model", run)
+    push_final_model(stage, run, model_dir)
+    return model_dir
