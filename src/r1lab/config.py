@@ -200,6 +200,8 @@ class RunConfig:
             )
         for i, raw in enumerate(raw_stages):
             run.stages.append(_stage_from_dict(raw, f"{where}: stages[{i}]"))
+        if "eval_data" not in data and run.eval_n > 0:
+            _follow_training_data(run)
         return run
 
     def to_dict(self) -> dict:
@@ -217,6 +219,23 @@ class RunConfig:
             d.update(copy.deepcopy(s.args))
             out["stages"].append(d)
         return out
+
+
+def _follow_training_data(run: RunConfig) -> None:
+    """No eval_data given: held-out problems follow the training data (its test split, or the last eval_n
+    rows of a plain file, which training then leaves out), so a run on the user's data is measured on it."""
+    from r1lab.data.load import heldout_of
+
+    split = heldout_of(run.data, run.eval_n)
+    if split is None:
+        return
+    if split[1] != run.data:
+        log.info(
+            "held-out problems: the last %d rows of %s (training reads the rows before them)",
+            run.eval_n,
+            run.data,
+        )
+    run.data, run.eval_data = split
 
 
 def _stage_from_dict(raw: Any, where: str) -> StageConfig:
@@ -289,6 +308,12 @@ def load_config(
                 hint="start with `name:`, `model:` and `stages:` (see recipes/seed.yaml)",
             )
     if overrides:
+        keys = {
+            k.replace("-", "_")
+            for k in (overrides if isinstance(overrides, dict) else (o.split("=", 1)[0] for o in overrides))
+        }
+        if "data" in keys and "eval_data" not in keys:
+            data.pop("eval_data", None)  # the user's own data: held-out problems follow it, not the recipe's
         data = apply_overrides(data, overrides, source=source or "recipe")
     return RunConfig.from_dict(data, source=source)
 
@@ -636,7 +661,8 @@ def _validate_data(stage: StageConfig, run: RunConfig, seen: dict, here: str, in
                 hint="only rs (rejection sampling) stages write data; refer to one of those",
             )
         return
-    if _looks_like_path(src) and not Path(src).exists():
+    path = src.rpartition(":rows=")[0] or src  # a row slice of a file: the file must exist
+    if _looks_like_path(path) and not Path(path).exists():
         raise UserError(f"{here}: data file not found: {src}", hint="check the path, or use data: builtin")
 
 

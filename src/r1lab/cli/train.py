@@ -249,12 +249,14 @@ def _stage_handler(args) -> int:
     else:
         base = {"name": kind, "stages": [{"name": kind, "kind": kind}]}
     base.setdefault("name", kind)
+    if getattr(args, "data", None) is not None and not any(o.startswith("eval_data=") for o in run_overrides):
+        base.pop("eval_data", None)  # the user's own data: held-out problems follow it
     data = apply_overrides(base, _run_level_overrides(args) + run_overrides)
     data = apply_overrides(data, [f"{kind}.{o}" for o in stage_overrides])
 
     run = RunConfig.from_dict(data, source=args.config or f"r1lab {kind}")
     if getattr(args, "data", None) is not None:
-        run.stages[0].data = args.data
+        run.stages[0].data = run.data  # --data wins over the --config stage's own (minus held-out rows)
     return _execute(run, dry_run=args.dry_run)
 
 
@@ -267,7 +269,7 @@ def _execute(run, *, dry_run: bool, only: list[str] | None = None) -> int:
     console = Console()
     if dry_run:
         check(run)
-        console.print(yaml.safe_dump(run.to_dict(), sort_keys=False), markup=False, highlight=False)
+        print(yaml.safe_dump(run.to_dict(), sort_keys=False, width=1_000_000), end="")  # unwrapped: valid YAML
         return 0
     from r1lab import distributed
 

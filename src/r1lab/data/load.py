@@ -103,6 +103,29 @@ def parse_source(source: str) -> SourceSpec:
     )
 
 
+def heldout_of(data: str, eval_n: int) -> tuple[str, str] | None:
+    """``(training source, held-out source)`` for held-out problems that follow the training data: the
+    built-in task, a hub dataset or a folder hold theirs (their test split), so both are the source itself;
+    a plain file has none, so its last ``eval_n`` rows are held out and training reads the rows before them.
+    ``None`` when there is nothing to follow (rows already sliced, an unknown source).
+
+    >>> heldout_of("builtin:level=2", 32)
+    ('builtin:level=2', 'builtin:level=2')
+    >>> import tempfile; f = tempfile.NamedTemporaryFile(suffix=".jsonl")
+    >>> [s.removeprefix(f.name) for s in heldout_of(f.name, 50)]
+    [':rows=:-50', ':rows=-50:']
+    """
+    try:
+        spec = parse_source(data)
+    except UserError:
+        return None
+    if spec.kind != "file":
+        return data, data
+    if spec.options.get("rows") or eval_n <= 0:
+        return None
+    return f"{spec.target}:rows=:-{eval_n}", f"{spec.target}:rows=-{eval_n}:"
+
+
 def _row_slice(text: str, source: str) -> slice:
     """``"-500:"`` -> ``slice(-500, None)``; a :class:`UserError` for anything but ``[start]:[end]``.
 

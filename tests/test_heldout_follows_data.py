@@ -1,0 +1,40 @@
+"""Held-out problems follow the training data unless eval_data says otherwise: a user's file is measured on
+its own last eval_n rows (which training then leaves out), not on the built-in synthetic task."""
+
+import json
+
+from r1lab.cli import main
+
+
+def _file(tmp_path, n=40):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _dry_run(capsys, argv):
+    import yaml
+
+    assert main([*argv, "--dry-run"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_stage_verbs_measure_on_a_split_of_the_users_file(tmp_path, capsys):
+    data = _file(tmp_path)
+    resolved = _dry_run(capsys, ["sft", "--model", "tiny", "--data", str(data), "--eval_n", "8"])
+    assert resolved["eval_data"] == f"{data}:rows=-8:"
+    assert resolved["data"] == resolved["stages"][0]["data"] == f"{data}:rows=:-8"  # never trained on
+    # --eval_data says otherwise: used as given, training reads the whole file
+    resolved = _dry_run(capsys, ["grpo", "--model", "tiny", "--data", str(data), "--eval_data", "builtin"])
+    assert resolved["eval_data"] == "builtin" and resolved["stages"][0]["data"] == str(data)
+
+
+def test_a_recipe_run_on_the_users_data_follows_it_too(tmp_path, capsys):
+    data = _file(tmp_path, n=100)
+    resolved = _dry_run(capsys, ["run", "--config", "seed", "--model", "tiny", "--data", str(data)])
+    assert resolved["eval_data"] == f"{data}:rows=-64:"  # seed.yaml's eval_n; its builtin eval_data dropped
+    resolved = _dry_run(capsys, ["run", "--config", "seed", "--model", "tiny", "--data", "builtin:level=2"])
+    assert resolved["eval_data"] == "builtin:level=2"
+    resolved = _dry_run(capsys, ["run", "--config", "seed", "--model", "tiny", "--system_prompt", "none"])
+    assert resolved["eval_data"] == "builtin:level=1" and resolved["system_prompt"] == "none"  # recipe's own
