@@ -61,6 +61,7 @@ def test_r1_zero_on_tiny_writes_the_run_directory(tmp_path, r1lab_cache):
     assert [r["step"] for r in steps] == [1, 2] and all(r["stage"] == "grpo" for r in steps)
     assert list(read_jsonl(run / "samples.jsonl"))
     assert list((run / "tb" / "grpo").iterdir())
+    assert list((run / "tb" / "heldout").iterdir())  # held-out numbers (base, after grpo) in TensorBoard too
     s = _summary(run)
     (grpo,) = s["stages"]
     assert grpo["status"] == "done" and grpo["kind"] == "grpo" and grpo["seconds"] > 0

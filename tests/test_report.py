@@ -74,8 +74,8 @@ def make_run(run: Path, *, steps: int = 30) -> Path:
                     "status": "done",
                     "seconds": 12.5,
                     "model": str(run / "grpo/model"),
-                    "metrics_before": {"pass@1": 0.1, "format_rate": 0.0},
-                    "metrics_after": {"pass@1": 0.4, "format_rate": 0.9},
+                    "metrics_before": {"pass@1": 0.1, "format_rate": 0.0, "mean_completion_tokens": 92.0},
+                    "metrics_after": {"pass@1": 0.4, "format_rate": 0.9, "mean_completion_tokens": 31.5},
                 },
                 {
                     "name": "sft",
@@ -102,10 +102,10 @@ def test_full_run_report_has_every_section_and_valid_images(tmp_path):
     html = path.read_text()
     pngs = images(html)
     # grpo: rewards, format rate, length, zero-std, clipped, kl, entropy, loss, lr (9); sft: loss, lr (2);
-    # eval (1); reflection (1)
-    assert len(pngs) == 13
+    # eval: accuracy, format rate, length (3); reflection (1)
+    assert len(pngs) == 15
     assert all(p.startswith(b"\x89PNG\r\n\x1a\n") and len(p) > 1000 for p in pngs)
-    assert html.count("<img ") == 13
+    assert html.count("<img ") == 15
     for text in (
         "Evaluation before / after",
         "Reflection words",
@@ -113,8 +113,8 @@ def test_full_run_report_has_every_section_and_valid_images(tmp_path):
         "metrics.jsonl: skipped 1",
     ):
         assert text in html
-    assert "<td>0.4</td>" in html  # pass@1 after grpo, in the eval table
-    assert '<tr><td class="l">sft (after)</td><td>0.5</td>' in html
+    assert "<td>40.0%</td>" in html  # pass@1 after grpo, in the eval table: rates in percent
+    assert '<tr><td class="l">sft (after)</td><td>50.0%</td>' in html
 
 
 def test_report_escapes_completions_and_config(tmp_path):
@@ -163,6 +163,16 @@ def test_partial_runs_still_render(tmp_path):
         and "no evaluation metrics" in html
     )
     assert images(html) == []
+
+    # killed during its first stage: the base model's measurement is shown, not "no evaluation metrics"
+    base = {"accuracy": 0.25, "format_rate": 0.0, "mean_completion_tokens": 90.0, "n_items": 8}
+    atomic_write_json(
+        sft_only / "summary.json",
+        {"name": "x", "base_metrics": base, "stages": [{"name": "sft", "kind": "sft", "status": "running"}]},
+    )
+    html = write_report(sft_only).read_text()
+    assert '<td class="l">base model</td><td>25.0%</td><td>0.0%</td>' in html
+    assert "no evaluation metrics" not in html
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -227,7 +237,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
         finally:
             browser.close()
     assert title == "r1lab report: unit"
-    assert len(imgs) == 13  # as in test_full_run_report_has_every_section_and_valid_images
+    assert len(imgs) == 15  # as in test_full_run_report_has_every_section_and_valid_images
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in imgs), imgs
     assert problems == []
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -85,10 +85,7 @@ class StageConfig:
 
     @property
     def trains(self) -> bool:
-        return self.kind in TRAINING_KINDS
-
-    @property
-    def writes_model(self) -> bool:
+        """A training stage (grpo, sft): it writes a model that later stages start from."""
         return self.kind in TRAINING_KINDS
 
 
@@ -610,15 +607,12 @@ def _validate_grpo_batch(stage: StageConfig, here: str, cls) -> None:
 def _validate_rewards(stage: StageConfig, here: str) -> None:
     if not stage.rewards:
         raise UserError(f"{here}: no rewards", hint="e.g. rewards: [accuracy, format]")
-    try:
-        from r1lab.rewards import REWARDS
-    except ImportError:  # pragma: no cover - the rewards package is part of r1lab
-        REWARDS = None
-    if REWARDS is not None:
-        for name in stage.rewards:
-            if name not in REWARDS:
-                hint = _close_hint(name, set(REWARDS)) or f"available: {', '.join(sorted(REWARDS))}"
-                raise UserError(f"{here}: unknown reward {name!r}", hint=hint)
+    from r1lab.rewards import REWARDS
+
+    for name in stage.rewards:
+        if name not in REWARDS:
+            hint = _close_hint(name, set(REWARDS)) or f"available: {', '.join(sorted(REWARDS))}"
+            raise UserError(f"{here}: unknown reward {name!r}", hint=hint)
     weights = stage.args.get("reward_weights")
     if weights is not None and len(weights) != len(stage.rewards):
         raise UserError(

@@ -39,7 +39,6 @@ VLLM_MODES = ("colocate", "server")
 
 # Environment variables set by torchrun / accelerate launch / deepspeed / MPI for a multi-process job.
 _WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-_RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 
 def _env_int(names: Sequence[str], default: int) -> int:

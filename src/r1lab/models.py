@@ -422,8 +422,3 @@ def load_model(
     if not for_training:
         model.eval()
     return model, tokenizer
-
-
-def count_parameters(model) -> int:
-    """Number of parameters (trainable or not)."""
-    return sum(p.numel() for p in model.parameters())

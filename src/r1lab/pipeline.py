@@ -21,31 +21,31 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1lab import distributed
 from r1lab.config import RunConfig, StageConfig, validate
+from r1lab.data import check_source, load_eval_dataset
+from r1lab.distributed import check_vllm, main_process_first, wait_for_everyone
 from r1lab.errors import UserError
+from r1lab.evaluate import evaluate
+from r1lab.inference import ask, load_pair
 from r1lab.io import atomic_write_json, atomic_write_text, exclusive_lock, read_jsonl, remove_stale_temps
-from r1lab.stats import paired_tests
+from r1lab.models import resolve_model
+from r1lab.report import write_report
+from r1lab.rewards import get_reward_funcs
+from r1lab.stats import describe_test, paired_tests
 
 log = logging.getLogger(__name__)
 
-KEY_METRICS = ("accuracy", "format_rate", "mean_completion_tokens", "truncation_rate")
-
-
-def is_main_process() -> bool:
-    """True on the process that writes run files (the only one without ``accelerate launch``)."""
-    from r1lab.distributed import is_main_process as main
-
-    return main()
+is_main_process = distributed.is_main_process  # the process that writes run files
 
 
 def check(run: RunConfig) -> RunConfig:
     """Validate the whole run before any model loads: each training stage's TRL config, reward parameters,
     and every data source a stage (or the held-out measurement) will read, with its size."""
-    from r1lab.distributed import check_vllm
-    from r1lab.rewards import get_reward_funcs
     from r1lab.train.common import build_trl_args
 
     validate(run)
@@ -88,7 +88,6 @@ def _data_reads(run: RunConfig) -> list[tuple[str, str, str, str, int | None]]:
 def _check_data_source(where: str, source: str, kind: str, split: str, n: int | None) -> None:
     """Load-check one source (cheap: files are read, the built-in task generated, nothing downloaded);
     fewer rows than ``n`` is said now, not after the stages before it have run."""
-    from r1lab.data import check_source
 
     available = check_source(source, kind=kind, split=split, n=n)
     if n and available is not None and available < n:
@@ -139,32 +138,55 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | 
     """Accuracy, format rate, mean completion tokens on ``run.eval_n`` held-out problems (greedy)."""
     if run.eval_n <= 0:
         return None
-    from r1lab.data import load_eval_dataset
-    from r1lab.distributed import main_process_first
-    from r1lab.evaluate import evaluate
+    log.info("measuring %s on %d held-out problems of %s", label, run.eval_n, run.eval_data)
+    result = _measure(
+        model,
+        run,
+        source=run.eval_data,
+        split="test",
+        n=run.eval_n,
+        out_dir=run.run_dir / "evals" / label,
+        max_new_tokens=run.eval_max_new_tokens,
+        batch_size=run.eval_batch_size,
+    )
+    return _key_metrics(result)
 
-    with main_process_first():
+
+def _measure(
+    model: str,
+    run: RunConfig,
+    *,
+    source: str,
+    split: str,
+    n: int | None,
+    out_dir: Path,
+    max_new_tokens: int,
+    batch_size: int,
+    temperature: float = 0.0,
+    n_samples: int = 1,
+) -> dict:
+    """Evaluate ``model`` on problems of ``source``, asked the run's way (system prompt, reply prefix),
+    resumable in ``out_dir``, split over the processes under ``accelerate launch``."""
+    with main_process_first():  # rank 0 fills the datasets cache, the others read it
         ds = load_eval_dataset(
-            run.eval_data,
-            split="test",
-            n=run.eval_n,
+            source,
+            split=split,
+            n=n,
             system_prompt=run.system_prompt,
             seed=run.seed,
             reply_prefix=run.reply_prefix,
         )
-    log.info("measuring %s on %d held-out problems", label, len(ds))
-    result = evaluate(
+    return evaluate(
         model,
         ds,
-        n_samples=1,
-        temperature=0.0,
-        max_new_tokens=run.eval_max_new_tokens,
-        batch_size=run.eval_batch_size,
-        out_dir=run.run_dir / "evals" / label,
+        n_samples=n_samples,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        out_dir=out_dir,
         seed=run.seed,
         across_processes=True,
-    )  # split over the processes under accelerate launch
-    return _key_metrics(result)
+    )
 
 
 def _key_metrics(result: dict) -> dict[str, Any]:
@@ -216,8 +238,6 @@ def describe_progress(
         if vs_base is None:
             moved |= (a1 - a0) > se or (f1 - f0) > fse
     if vs_base:
-        from r1lab.stats import describe_test
-
         parts.append(
             "vs base: "
             + ", ".join(
@@ -244,35 +264,22 @@ def _run_training(stage: StageConfig, run: RunConfig, model: str, stage_dir: Pat
 
 
 def _run_eval(stage: StageConfig, run: RunConfig, model: str, stage_dir: Path) -> dict:
-    from r1lab.data import load_eval_dataset
-    from r1lab.distributed import main_process_first
-    from r1lab.evaluate import evaluate
-
-    with main_process_first():
-        ds = load_eval_dataset(
-            stage.data or run.eval_data,
-            split=stage.split if stage.split != "train" else "test",
-            n=stage.n,
-            system_prompt=run.system_prompt,
-            seed=run.seed,
-            reply_prefix=run.reply_prefix,
-        )
     temperature = 0.0 if stage.temperature is None else stage.temperature
-    return evaluate(
+    return _measure(
         model,
-        ds,
-        n_samples=stage.num_samples if temperature > 0 else 1,
-        temperature=temperature,
+        run,
+        source=stage.data or run.eval_data,
+        split=stage.split if stage.split != "train" else "test",
+        n=stage.n,
+        out_dir=stage_dir,
         max_new_tokens=stage.max_new_tokens,
         batch_size=stage.batch_size,
-        out_dir=stage_dir,
-        seed=run.seed,
-        across_processes=True,
-    )  # split over the processes under accelerate launch
+        temperature=temperature,
+        n_samples=stage.num_samples if temperature > 0 else 1,
+    )
 
 
 def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) -> list[dict]:
-    from r1lab.inference import ask, load_pair
 
     out = []
     temperature = 0.0 if stage.temperature is None else stage.temperature
@@ -318,94 +325,149 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
         return _run_stages(run, only)
 
 
+@dataclass
+class _Progress:
+    """Where a run stands between stages: its summary, the model the next stage starts from (the last
+    trained one), and that model's held-out metrics."""
+
+    summary: dict
+    model: str
+    metrics: dict | None
+
+
 def _run_stages(run: RunConfig, only: list[str] | None) -> dict:
+    _write_resolved_config(run)
+    progress = _Progress(load_summary(run), run.model, None)
+    progress.summary["model"] = run.model
+    progress.metrics = _base_metrics(run, progress.summary)
+    for stage in run.stages:
+        _run_stage(stage, run, progress, wanted=only is None or stage.name in only)
+    progress.summary["final_model"] = progress.model
+    progress.summary["final_metrics"] = progress.metrics
+    _save_summary(run, progress.summary)
+    if run.report and is_main_process():
+        _write_report(run.run_dir)
+    return progress.summary
+
+
+def _write_resolved_config(run: RunConfig) -> None:
     import yaml
 
-    run_dir = run.run_dir
     if is_main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _note_config_change(run, run_dir / "config.yaml")
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
-    summary = load_summary(run)
-    summary["model"] = run.model
-    current = run.model
-    prev_metrics = summary.get("base_metrics")
-    if prev_metrics is None and any(s.trains and s.evaluate for s in run.stages):
-        prev_metrics = heldout_metrics(run.model, run, "base")
-        summary["base_metrics"] = prev_metrics
-        _save_summary(run, summary)
-    for stage in run.stages:
-        stage_dir = run_dir / stage.name
-        entry = _entry(summary, stage)
-        skip = only is not None and stage.name not in only
-        if stage.writes_model and (stage_dir / "model" / "config.json").is_file():
-            model_out = str(stage_dir / "model")
-            if entry.get("status") != "done" or _evaluation_missing(stage, run, entry):
-                # killed after the model landed, before its evaluation or the summary did: finish those
-                log.info("%s: model already trained; finishing its evaluation", stage.name)
-                prev_metrics = _evaluate_stage(stage, run, summary, entry, model_out, prev_metrics)
-                entry["status"] = "done"
-                _save_summary(run, summary)
-                _drop_checkpoints(stage, stage_dir)
-            else:
-                log.info("%s: already done, skipping", stage.name)
-                prev_metrics = entry.get("metrics_after") or prev_metrics
-            current = model_out
-            continue
-        if entry.get("status") == "done" and not stage.writes_model and _outputs_present(stage, stage_dir):
-            log.info("%s: already done, skipping", stage.name)
-            continue
-        if skip:
-            if stage.writes_model:
-                raise UserError(
-                    f"stage {stage.name!r} has not run yet, so later stages have no model to start from",
-                    hint=f"include it: --only {stage.name},...",
-                )
-            continue
-        start_model = stage.model or current
-        log.info("stage %s (%s) from %s", stage.name, stage.kind, start_model)
-        entry.update(status="running", model_in=start_model, started=time.time())
-        _save_summary(run, summary)
-        t0 = time.time()
-        empty = _empty_stage_data(stage, run)
-        if empty:
-            # Nothing to learn from (the rejection-sampling stage solved no prompts): say so, keep the model.
-            log.warning("%s: skipped, %s", stage.name, empty)
-            entry.update(
-                status="skipped",
-                achieved=f"skipped: {empty}",
-                model=start_model,
-                seconds=round(time.time() - t0, 1),
-            )
-            _save_summary(run, summary)
-            continue
-        if stage.trains:
-            model_out = str(_run_training(stage, run, start_model, stage_dir))
-            _release_memory()
-            entry["train_seconds"] = round(time.time() - t0, 1)
-            prev_metrics = _evaluate_stage(stage, run, summary, entry, model_out, prev_metrics)
-            current = model_out
-        elif stage.kind == "rs":
-            from r1lab.train.rejection import run_rejection_sampling
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        _note_config_change(run, run.run_dir / "config.yaml")
+        atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
 
-            entry["stats"] = run_rejection_sampling(stage, run, model_spec=start_model, stage_dir=stage_dir)
-            entry["model"] = start_model
-        elif stage.kind == "eval":
-            result = _run_eval(stage, run, start_model, stage_dir)
-            entry.update(model=start_model, metrics_after=_key_metrics(result), result=result)
-        elif stage.kind == "inference":
-            entry.update(
-                model=start_model, answers=_main_only(_run_inference, stage, run, start_model, run.model)
-            )
-        entry.update(status="done", seconds=round(time.time() - t0, 1))
+
+def _base_metrics(run: RunConfig, summary: dict) -> dict | None:
+    """The starting model's held-out metrics (measured once; a rerun reads them from the summary)."""
+    if summary.get("base_metrics") is None and any(s.trains and s.evaluate for s in run.stages):
+        summary["base_metrics"] = heldout_metrics(run.model, run, "base")
         _save_summary(run, summary)
+        _heldout_to_tensorboard(run, summary["base_metrics"], step=0)
+    return summary.get("base_metrics")
+
+
+def _run_stage(stage: StageConfig, run: RunConfig, progress: _Progress, *, wanted: bool) -> None:
+    """Run one stage, or skip it when it is done (finishing a trained model's evaluation if a kill came
+    between the two) or not ``wanted`` (``--only``)."""
+    stage_dir = run.run_dir / stage.name
+    entry = _entry(progress.summary, stage)
+    if stage.trains and (stage_dir / "model" / "config.json").is_file():
+        _finish_trained_stage(stage, run, progress, entry, stage_dir)
+        return
+    if entry.get("status") == "done" and not stage.trains and _outputs_present(stage, stage_dir):
+        log.info("%s: already done, skipping", stage.name)
+        return
+    if not wanted:
+        if stage.trains:
+            raise UserError(
+                f"stage {stage.name!r} has not run yet, so later stages have no model to start from",
+                hint=f"include it: --only {stage.name},...",
+            )
+        return
+    start_model = stage.model or progress.model
+    log.info("stage %s (%s) from %s", stage.name, stage.kind, start_model)
+    entry.update(status="running", model_in=start_model, started=time.time())
+    _save_summary(run, progress.summary)
+    t0 = time.time()
+    empty = _empty_stage_data(stage, run)
+    if empty:
+        # Nothing to learn from (the rejection-sampling stage solved no prompts): say so, keep the model.
+        log.warning("%s: skipped, %s", stage.name, empty)
+        entry.update(status="skipped", achieved=f"skipped: {empty}", model=start_model, seconds=0.0)
+        _save_summary(run, progress.summary)
+        return
+    STAGE_RUNNERS[stage.kind](stage, run, progress, entry, start_model)
+    entry.update(status="done", seconds=round(time.time() - t0, 1))
+    _save_summary(run, progress.summary)
+    _drop_checkpoints(stage, stage_dir)
+
+
+def _finish_trained_stage(
+    stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, stage_dir: Path
+):
+    model_out = str(stage_dir / "model")
+    if entry.get("status") != "done" or _evaluation_missing(stage, run, entry):
+        # killed after the model landed, before its evaluation or the summary did: finish those
+        log.info("%s: model already trained; finishing its evaluation", stage.name)
+        progress.metrics = _evaluate_stage(stage, run, progress.summary, entry, model_out, progress.metrics)
+        entry["status"] = "done"
+        _save_summary(run, progress.summary)
         _drop_checkpoints(stage, stage_dir)
-    summary["final_model"] = current
-    summary["final_metrics"] = prev_metrics
-    _save_summary(run, summary)
-    if run.report and is_main_process():
-        _write_report(run_dir)
-    return summary
+    else:
+        log.info("%s: already done, skipping", stage.name)
+        progress.metrics = entry.get("metrics_after") or progress.metrics
+    progress.model = model_out
+
+
+def _train(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str) -> None:
+    t0 = time.time()
+    model_out = str(_run_training(stage, run, start_model, run.run_dir / stage.name))
+    _release_memory()
+    entry["train_seconds"] = round(time.time() - t0, 1)
+    progress.metrics = _evaluate_stage(stage, run, progress.summary, entry, model_out, progress.metrics)
+    progress.model = model_out
+
+
+def _rejection_sample(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str):
+    from r1lab.train.rejection import run_rejection_sampling  # imports torch/transformers
+
+    entry["stats"] = run_rejection_sampling(
+        stage, run, model_spec=start_model, stage_dir=run.run_dir / stage.name
+    )
+    entry["model"] = start_model
+
+
+def _evaluate(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str) -> None:
+    result = _run_eval(stage, run, start_model, run.run_dir / stage.name)
+    entry.update(model=start_model, metrics_after=_key_metrics(result), result=result)
+
+
+def _ask_questions(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str):
+    entry.update(model=start_model, answers=_main_only(_run_inference, stage, run, start_model, run.model))
+
+
+# What each stage kind does once the pipeline has decided it must run.
+STAGE_RUNNERS = {
+    "grpo": _train,
+    "sft": _train,
+    "rs": _rejection_sample,
+    "eval": _evaluate,
+    "inference": _ask_questions,
+}
+
+
+def _heldout_to_tensorboard(run: RunConfig, metrics: dict | None, *, step: int) -> None:
+    """Held-out metrics to TensorBoard (``tb/heldout``), x = position in the pipeline (0: the base model)."""
+    if not metrics or not is_main_process():
+        return
+    from torch.utils.tensorboard import SummaryWriter  # torch is loaded by now (the model was evaluated)
+
+    with SummaryWriter(log_dir=str(run.run_dir / "tb" / "heldout")) as writer:
+        for key, value in metrics.items():
+            if isinstance(value, int | float) and key != "n_items":
+                writer.add_scalar(f"heldout/{key}", value, step)
 
 
 def _evaluation_missing(stage: StageConfig, run: RunConfig, entry: dict) -> bool:
@@ -421,6 +483,7 @@ def _evaluate_stage(
     evals = run.run_dir / "evals"
     vs_base = paired_tests(evals / "base", evals / stage.name) if after else None
     entry.update(model=model_out, metrics_before=before, metrics_after=after, vs_base=vs_base)
+    _heldout_to_tensorboard(run, after, step=[s.name for s in run.stages].index(stage.name) + 1)
     entry["achieved"] = describe_progress(before, after, stage_rewards(run, stage.name), vs_base)
     if vs_base:
         summary["final_vs_base"] = vs_base
@@ -465,7 +528,6 @@ def _release_memory() -> None:
 
 def _main_only(fn, *args):
     """Run ``fn`` on the main process only (it writes the stage's files); the others wait and get None."""
-    from r1lab.distributed import wait_for_everyone
 
     result = fn(*args) if is_main_process() else None
     wait_for_everyone()
@@ -476,8 +538,6 @@ def _prepare_models(run: RunConfig) -> None:
     """Resolve every model spec of the run once, on the main process first: building a cached checkpoint
     (tiny, a converted GGUF) is not safe for several processes at once, and under ``accelerate launch`` only
     rank 0's ``save_pretrained`` writes weights."""
-    from r1lab.distributed import main_process_first
-    from r1lab.models import resolve_model
 
     specs = [run.model] + [s.model for s in run.stages if s.model]
     with main_process_first():
@@ -514,11 +574,7 @@ def _note_config_change(run: RunConfig, path: Path) -> None:
 
 
 def _write_report(run_dir: Path) -> None:
-    try:
-        from r1lab.report import write_report
-    except ImportError:
-        log.info("r1lab.report not available; no report.html")
-        return
+
     try:
         path = write_report(run_dir)
         log.info("report: %s", path)

@@ -233,8 +233,11 @@ def line_plot(
             ax.plot(
                 xs, ys, marker="o" if len(points) < 12 else None, markersize=3, linewidth=width, label=name
             )
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(title)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     if ylabel:
         ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -243,8 +246,12 @@ def line_plot(
     return _png(fig)
 
 
+RATE_KEYS = ("pass@1", "format_rate", "truncation_rate")
+
+
 def eval_bar_plot(stages: list[dict], key: str = "pass@1") -> str | None:
-    """Grouped bars of ``key`` before and after each stage that recorded evaluation metrics."""
+    """Grouped bars of ``key`` before and after each stage that recorded evaluation metrics, labelled with their
+    values; rates on a 0-100% axis (so all-zero bars still have a sensible one)."""
     rows = [
         (
             s.get("name", "?"),
@@ -257,18 +264,50 @@ def eval_bar_plot(stages: list[dict], key: str = "pass@1") -> str | None:
     if not rows:
         return None
     from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
 
-    fig = Figure(figsize=(6.4, 3.2))
+    rate = key in RATE_KEYS
+    fig = Figure(figsize=(4.6, 3.2))
     ax = fig.add_subplot()
     xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r[1] or 0.0 for r in rows], width=0.4, label="before")
-    ax.bar([x + 0.2 for x in xs], [r[2] or 0.0 for r in rows], width=0.4, label="after")
+    for offset, label, values in (
+        (-0.2, "before", [r[1] for r in rows]),
+        (0.2, "after", [r[2] for r in rows]),
+    ):
+        bars = ax.bar([x + offset for x in xs], [v or 0.0 for v in values], width=0.4, label=label)
+        ax.bar_label(bars, labels=[_fmt_value(v, rate) for v in values], fontsize=7)
     ax.set_xticks(list(xs), [r[0] for r in rows])
-    ax.set_ylabel(key)
-    ax.set_title(f"evaluation {key} before / after each stage")
+    top = max((v or 0.0) for r in rows for v in r[1:])
+    if rate:
+        ax.set_ylim(0, 1.08)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    else:
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1)
+    label = EVAL_LABELS.get(key, key)
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} before / after each stage", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+EVAL_LABELS = {
+    "pass@1": "accuracy",
+    "format_rate": "format rate",
+    "mean_completion_tokens": "mean length (tokens)",
+    "truncation_rate": "truncated",
+}
+
+
+def _fmt_value(v: float | None, rate: bool) -> str:
+    """One number format for the report: rates in percent, the rest with 3 significant digits.
+
+    >>> _fmt_value(0.1875, True), _fmt_value(41.25, False), _fmt_value(None, True)
+    ('18.8%', '41.2', '-')
+    """
+    if v is None:
+        return "-"
+    return f"{v:.1%}" if rate else f"{v:.3g}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,8 +425,12 @@ def _samples_html(samples: list[dict], per_step: int = 2) -> str:
     return "".join(parts)
 
 
-def _eval_table(stages: list[dict]) -> str:
+def _eval_table(stages: list[dict], base: dict | None = None) -> str:
+    """Each stage's held-out metrics before and after it (rates in percent), led by the base model's when the
+    summary has them (an interrupted run then still shows what was measured)."""
     rows = []
+    if isinstance(base, dict) and base and not any(s.get("metrics_before") for s in stages):
+        rows.append(["base model", *(_cell(eval_value(base, k), k) for k in EVAL_KEYS)])
     for s in stages:
         for when in ("metrics_before", "metrics_after"):
             m = s.get(when)
@@ -395,10 +438,15 @@ def _eval_table(stages: list[dict]) -> str:
                 rows.append(
                     [
                         f"{s.get('name', '?')} ({when.removeprefix('metrics_')})",
-                        *(eval_value(m, k) for k in EVAL_KEYS),
+                        *(_cell(eval_value(m, k), k) for k in EVAL_KEYS),
                     ]
                 )
-    return _table(["stage", *EVAL_KEYS], rows) if rows else ""
+    return _table(["stage", *(EVAL_LABELS.get(k, k) for k in EVAL_KEYS)], rows) if rows else ""
+
+
+def _cell(v: Any, key: str) -> Any:
+    n = _number(v)
+    return _fmt_value(n, key in RATE_KEYS) if n is not None and key in RATE_KEYS else v
 
 
 def _significance_table(stages: list[dict]) -> str:
@@ -410,8 +458,8 @@ def _significance_table(stages: list[dict]) -> str:
                 [
                     s.get("name", "?"),
                     metric,
-                    t.get("before"),
-                    t.get("after"),
+                    _fmt_value(_number(t.get("before")), True),
+                    _fmt_value(_number(t.get("after")), True),
                     t.get("gained"),
                     t.get("lost"),
                     f"{t.get('p', 1.0):.3g}",
@@ -503,9 +551,13 @@ def render_report(run_dir: str | Path) -> str:
         body.append('<p class="empty">no stages recorded in summary.json</p>')
 
     body.append("<h2>Evaluation before / after each stage</h2>")
-    eval_html = _eval_table(stages)
+    eval_html = _eval_table(stages, summary.get("base_metrics"))
+    plots = [
+        _img(eval_bar_plot(stages, key), f"{EVAL_LABELS[key]} before and after each stage")
+        for key in ("pass@1", "format_rate", "mean_completion_tokens")
+    ]
     body.append(
-        _img(eval_bar_plot(stages), "evaluation pass@1 before and after each stage") + eval_html
+        '<div class="grid">' + "".join(plots) + "</div>" + eval_html
         if eval_html
         else '<p class="empty">no evaluation metrics recorded</p>'
     )

@@ -269,7 +269,9 @@ def _execute(run, *, dry_run: bool, only: list[str] | None = None) -> int:
     console = Console()
     if dry_run:
         check(run)
-        print(yaml.safe_dump(run.to_dict(), sort_keys=False, width=1_000_000), end="")  # unwrapped: valid YAML
+        print(
+            yaml.safe_dump(run.to_dict(), sort_keys=False, width=1_000_000), end=""
+        )  # unwrapped: valid YAML
         return 0
     from r1lab import distributed
 

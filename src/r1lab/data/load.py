@@ -28,7 +28,7 @@ from pathlib import Path
 from r1lab.data import synthetic
 from r1lab.data.files import is_data_file, read_dir, read_rows, split_files
 from r1lab.data.formatting import eval_row, grpo_row, sft_row
-from r1lab.data.layouts import KINDS, Layout, Record, detect_layout, extract
+from r1lab.data.layouts import KINDS, Record, detect_layout, extract
 from r1lab.data.sources import known_source, load_hub_rows, looks_like_hub_id
 from r1lab.data.validate import BadRowReport, filter_records, log_skipped
 from r1lab.errors import UserError
@@ -37,7 +37,6 @@ from r1lab.prompts import resolve_system_prompt
 log = logging.getLogger(__name__)
 
 BUILTIN_DEFAULT_N = {"train": 5000, "validation": 500, "test": 500}
-BUILTIN_LAYOUT = Layout("builtin", question="problem", answer="answer", solution="solution", level="level")
 
 
 @dataclass
