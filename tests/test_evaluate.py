@@ -193,7 +193,7 @@ def test_a_model_retrained_in_place_is_not_resumed_and_fresh_starts_over(monkeyp
 
 def test_bad_input_is_a_user_error(monkeypatch):
     monkeypatch.setattr(ev, "_hf_batches", Scripted(REPLIES))
-    with pytest.raises(UserError, match="k=5 must be between 1 and the number of samples"):
+    with pytest.raises(UserError, match="--k 5 must be between 1 and --n-samples"):
         ev.evaluate("scripted", dataset(), n_samples=4, k=5)
     with pytest.raises(UserError, match="empty"):
         ev.evaluate("scripted", [], n_samples=1)

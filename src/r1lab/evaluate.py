@@ -380,92 +380,56 @@ def evaluate(
         evaluate("tiny", ds, n_samples=4, temperature=0.8, max_new_tokens=32)["pass@4"]
     """
     k = n_samples if k is None else k
-    if n_samples < 1:
-        raise UserError(f"--n-samples must be >= 1, got {n_samples}")
-    if not 1 <= k <= n_samples:
-        raise UserError(
-            f"k={k} must be between 1 and the number of samples ({n_samples})",
-            hint=f"pass --n-samples {max(k, 1)} or more, or a smaller --k",
-        )
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be >= 1, got {limit}")
+    check_counts(n_samples, k, limit)
     chosen = choose_backend(backend)
     rows = _as_rows(dataset, limit)
     keys = [_item_key(r) for r in rows]
-
     out = Path(out_dir) if out_dir is not None else None
-    done: dict[str, dict] = {}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        config = {
-            "model": _model_identity(model_spec_or_pair),
-            "n_samples": n_samples,
-            "temperature": temperature,
-            "max_new_tokens": max_new_tokens,
-            "seed": seed,
-        }
-        with distributed.main_process_first() if across_processes else nullcontext():
-            _check_resume(out, config, fresh)  # rank 0 first: it may clear the folder
-        if (out / ITEMS_FILE).exists():
-            wanted = set(keys)
-            done = {r["key"]: r for r in read_jsonl(out / ITEMS_FILE) if r.get("key") in wanted}
-            if done:
-                logger.info("resuming: %d of %d items already in %s", len(done), len(rows), out / ITEMS_FILE)
+    settings = {
+        "n_samples": n_samples,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
+    done = _earlier_items(
+        out, {"model": _model_identity(model_spec_or_pair), **settings}, keys, fresh, across_processes
+    )
+    n_resumed = len(done)
+
+    # Each process takes its share of what is left (vLLM: rank 0 generates it all); rank 0 writes.
     todo = [i for i, key in enumerate(keys) if key not in done]
-    n_resumed = len(rows) - len(todo)
     split = across_processes and distributed.num_processes() > 1
     writer = distributed.is_main_process() if split else True
     if split:
         todo = distributed.shard(todo) if chosen == "hf" else (todo if writer else [])
-    made: list[dict] = []  # this process's new rows, shared with the others at the end
+    items_file = out / ITEMS_FILE if out is not None and writer else None
+
+    def progress(n_done: float) -> None:
+        if on_progress is not None:
+            on_progress(n_done, len(rows))
 
     t0 = time.perf_counter()
-    new_tokens = 0
-    if todo:
-        batches = _vllm_batches if chosen == "vllm" else _hf_batches
-        stream = batches(
-            model_spec_or_pair,
-            [rows[i]["prompt"] for i in todo],
-            n_samples=n_samples,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            seed=seed,
-            # the bar moves while a batch decodes, not only when it ends
-            on_progress=(lambda n: on_progress(n_resumed + n, len(rows))) if on_progress else None,
-        )
-        for local_idx, comps in stream:
-            items = [todo[j] for j in local_idx]
-            texts = [c.text for cs in comps for c in cs]
-            refs = [str(rows[i]["solution"]) for i, cs in zip(items, comps, strict=True) for _ in cs]
-            verdicts = iter(_judge(texts, refs))
-            for i, cs in zip(items, comps, strict=True):
-                vs = [next(verdicts) for _ in cs]
-                row = _item_row(rows[i], keys[i], cs, vs, k)
-                new_tokens += sum(c.n_tokens for c in cs)
-                done[keys[i]] = row
-                if out is not None and writer:
-                    append_jsonl(out / ITEMS_FILE, row)
-                if split:
-                    made.append(row)
-            if on_progress is not None:
-                on_progress(sum(key in done for key in keys), len(rows))
+    made, new_tokens = _generate_and_judge(
+        model_spec_or_pair,
+        rows,
+        keys,
+        todo,
+        done,
+        backend=chosen,
+        k=k,
+        settings={**settings, "batch_size": batch_size},
+        items_file=items_file,
+        # the bar moves while a batch decodes, not only when it ends
+        on_progress=lambda n: progress(n_resumed + n),
+        on_batch=lambda: progress(sum(key in done for key in keys)),
+    )
     seconds = time.perf_counter() - t0
     if split:  # every process gets every row; rank 0 appends the other processes' rows
-        gathered = distributed.gather_objects((made, new_tokens))
-        new_tokens = sum(n for _, n in gathered)
-        me = distributed.process_index()
-        for rank, (rows_of_rank, _) in enumerate(gathered):
-            for row in rows_of_rank if rank != me else []:
-                done[row["key"]] = row
-                if out is not None and writer:
-                    append_jsonl(out / ITEMS_FILE, row)
+        new_tokens = _gather_items(made, new_tokens, done, items_file)
 
-    final = [_rescore(done[key], k) for key in keys]
-    summary = aggregate(final, k)
+    summary = _summarize([_rescore(done[key], k) for key in keys], k)
     summary.update(
         {
-            "k": k,
             "n_samples": n_samples,
             "temperature": temperature,
             "max_new_tokens": max_new_tokens,
@@ -475,16 +439,105 @@ def evaluate(
             "new_tokens": new_tokens,
             "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 and new_tokens else None,
             "n_resumed": n_resumed,
-            "by": breakdown(final, k),
         }
     )
+    if out is not None and writer:
+        atomic_write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def check_counts(n_samples: int, k: int, limit: int | None) -> None:
+    """The sample, k and limit counts make sense (one check for the CLI and the library)."""
+    if n_samples < 1:
+        raise UserError(f"--n-samples must be >= 1, got {n_samples}")
+    if not 1 <= k <= n_samples:
+        raise UserError(
+            f"--k {k} must be between 1 and --n-samples ({n_samples})",
+            hint=f"pass --n-samples {max(k, 1)} or more, or a smaller --k",
+        )
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+
+
+def _earlier_items(
+    out: Path | None, config: dict, keys: list[str], fresh: bool, across_processes: bool
+) -> dict[str, dict]:
+    """The items ``out`` already holds for these problems, when it was written with the same model and
+    settings (other settings raise :class:`UserError`; ``fresh`` clears them)."""
+    if out is None:
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
+    with distributed.main_process_first() if across_processes else nullcontext():
+        _check_resume(out, config, fresh)  # rank 0 first: it may clear the folder
+    if not (out / ITEMS_FILE).exists():
+        return {}
+    wanted = set(keys)
+    done = {r["key"]: r for r in read_jsonl(out / ITEMS_FILE) if r.get("key") in wanted}
+    if done:
+        logger.info("resuming: %d of %d items already in %s", len(done), len(keys), out / ITEMS_FILE)
+    return done
+
+
+def _generate_and_judge(
+    model_spec_or_pair,
+    rows: list[dict],
+    keys: list[str],
+    todo: list[int],
+    done: dict[str, dict],
+    *,
+    backend: str,
+    k: int,
+    settings: dict,
+    items_file: Path | None,
+    on_progress: Callable[[float], None],
+    on_batch: Callable[[], None],
+) -> tuple[list[dict], int]:
+    """Generate for the ``todo`` rows batch by batch, judge each completion, and record each item in ``done``
+    (and ``items_file``) as its batch finishes. Returns this process's new items and generated tokens."""
+    if not todo:
+        return [], 0
+    batches = _vllm_batches if backend == "vllm" else _hf_batches
+    stream = batches(
+        model_spec_or_pair, [rows[i]["prompt"] for i in todo], **settings, on_progress=on_progress
+    )
+    made, new_tokens = [], 0
+    for local_idx, comps in stream:
+        items = [todo[j] for j in local_idx]
+        texts = [c.text for cs in comps for c in cs]
+        refs = [str(rows[i]["solution"]) for i, cs in zip(items, comps, strict=True) for _ in cs]
+        verdicts = iter(_judge(texts, refs))
+        for i, cs in zip(items, comps, strict=True):
+            row = _item_row(rows[i], keys[i], cs, [next(verdicts) for _ in cs], k)
+            new_tokens += sum(c.n_tokens for c in cs)
+            done[keys[i]] = row
+            made.append(row)
+            if items_file is not None:
+                append_jsonl(items_file, row)
+        on_batch()
+    return made, new_tokens
+
+
+def _gather_items(made: list[dict], new_tokens: int, done: dict[str, dict], items_file: Path | None) -> int:
+    """Share every process's new items with every other (rank 0 appends the others' to ``items_file``);
+    returns the generated tokens of all processes."""
+    gathered = distributed.gather_objects((made, new_tokens))
+    me = distributed.process_index()
+    for rank, (rows_of_rank, _) in enumerate(gathered):
+        for row in rows_of_rank if rank != me else []:
+            done[row["key"]] = row
+            if items_file is not None:
+                append_jsonl(items_file, row)
+    return sum(n for _, n in gathered)
+
+
+def _summarize(items: list[dict], k: int) -> dict[str, Any]:
+    summary = aggregate(items, k)
+    summary.update({"k": k, "by": breakdown(items, k)})
     if summary["n_unscorable"]:
         logger.warning(
             "%d item(s) have a reference answer the verifier cannot parse; they are left out of accuracy",
             summary["n_unscorable"],
         )
-    if out is not None and writer:
-        atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

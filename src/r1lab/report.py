@@ -504,7 +504,8 @@ def _answers_html(stages: list[dict]) -> str:
 
 
 def render_report(run_dir: str | Path) -> str:
-    """The report's HTML text for ``run_dir`` (see the module docstring)."""
+    """The report's HTML text for ``run_dir`` (see the module docstring): read what the run wrote, tolerating
+    a half-written run, then one section after another."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(
@@ -517,77 +518,92 @@ def render_report(run_dir: str | Path) -> str:
     summary = read_summary(run / "summary.json", problems)
     stages = [s for s in summary.get("stages") or [] if isinstance(s, dict)]
     name = summary.get("name") or run.name
-    series = series_by_stage(metrics_rows)
 
-    body: list[str] = [
+    body = [
         f"<h1>r1lab run: {_e(name)}</h1>",
         f'<p class="meta">{_e(run.resolve())} &middot; report written {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>',
+        "".join(f'<p class="note">{_e(p)}</p>' for p in problems),
     ]
-    if problems:
-        body.append("".join(f'<p class="note">{_e(p)}</p>' for p in problems))
     missing = [f for f in ("summary.json", "metrics.jsonl", "samples.jsonl") if not (run / f).is_file()]
     if missing:
         body.append(f'<p class="note">not found in this run: {_e(", ".join(missing))}</p>')
-
-    body.append("<h2>Stages</h2>")
-    if stages:
+    body += [
+        _stages_section(stages),
+        _evaluation_section(stages, summary.get("base_metrics")),
+        _curves_section(series_by_stage(metrics_rows)),
+        _reflection_section(samples),
+    ]
+    answers = _answers_html(stages)
+    if answers:
+        body.append("<h2>Inference test: base vs final model</h2>" + answers)
+    body.append("<h2>Sample completions</h2>")
+    body.append(_samples_html(samples) or '<p class="empty">no samples logged</p>')
+    config = run / "config.yaml"
+    if config.is_file():
         body.append(
-            _table(
-                ["stage", "kind", "status", "seconds", "model", "achieved"],
-                [
-                    [
-                        s.get("name"),
-                        s.get("kind"),
-                        s.get("status"),
-                        s.get("seconds"),
-                        s.get("model"),
-                        _achieved(s),
-                    ]
-                    for s in stages
-                ],
-            )
+            f"<h2>Config</h2><details><summary>config.yaml</summary><pre>{_e(config.read_text(encoding='utf-8', errors='replace'))}</pre></details>"
         )
-    else:
-        body.append('<p class="empty">no stages recorded in summary.json</p>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'  # no favicon request (a console error when opened from disk)
+        f"<title>r1lab report: {_e(name)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join(b for b in body if b)
+        + "\n</body></html>\n"
+    )
 
-    body.append("<h2>Evaluation before / after each stage</h2>")
-    eval_html = _eval_table(stages, summary.get("base_metrics"))
+
+def _stages_section(stages: list[dict]) -> str:
+    if not stages:
+        return '<h2>Stages</h2><p class="empty">no stages recorded in summary.json</p>'
+    rows = [
+        [s.get("name"), s.get("kind"), s.get("status"), s.get("seconds"), s.get("model"), _achieved(s)]
+        for s in stages
+    ]
+    return "<h2>Stages</h2>" + _table(["stage", "kind", "status", "seconds", "model", "achieved"], rows)
+
+
+def _evaluation_section(stages: list[dict], base: dict | None) -> str:
+    head = "<h2>Evaluation before / after each stage</h2>"
+    table = _eval_table(stages, base)
+    if not table:
+        return head + '<p class="empty">no evaluation metrics recorded</p>'
     plots = [
         _img(eval_bar_plot(stages, key), f"{EVAL_LABELS[key]} before and after each stage")
         for key in ("pass@1", "format_rate", "mean_completion_tokens")
     ]
-    body.append(
-        '<div class="grid">' + "".join(plots) + "</div>" + eval_html
-        if eval_html
-        else '<p class="empty">no evaluation metrics recorded</p>'
-    )
-    body.append(_significance_table(stages))
+    return head + '<div class="grid">' + "".join(plots) + "</div>" + table + _significance_table(stages)
 
-    body.append("<h2>Training curves</h2>")
+
+def _curves_section(series: dict) -> str:
+    out = ["<h2>Training curves</h2>"]
     if not series:
-        body.append('<p class="empty">no training metrics logged (metrics.jsonl missing or empty)</p>')
+        out.append('<p class="empty">no training metrics logged (metrics.jsonl missing or empty)</p>')
     for stage, metrics in series.items():
         plots = _stage_plots(stage, metrics)
-        body.append(f"<h3>{_e(stage)}</h3>")
-        body.append(
+        out.append(f"<h3>{_e(stage)}</h3>")
+        out.append(
             '<div class="grid">' + "".join(_img(p, f"{stage} plot") for p in plots) + "</div>"
             if plots
             else '<p class="empty">no plottable metrics</p>'
         )
+    return "\n".join(out)
 
-    body.append("<h2>Reflection words in sampled completions</h2>")
-    body.append(
+
+def _reflection_section(samples: list[dict]) -> str:
+    out = [
+        "<h2>Reflection words in sampled completions</h2>",
         "<p>Fraction of each step's sampled completions that contain the phrase. R1 reports these rising during RL "
-        "as the model learns to re-check its work.</p>"
-    )
+        "as the model learns to re-check its work.</p>",
+    ]
     freq = reflection_frequency(samples)
     if not freq:
-        body.append('<p class="empty">no samples logged (samples.jsonl missing or empty)</p>')
+        out.append('<p class="empty">no samples logged (samples.jsonl missing or empty)</p>')
     for stage, by_phrase in freq.items():
         seen = {p: pts for p, pts in by_phrase.items() if any(v > 0 for _, v in pts)}
         totals = [[p, sum(v for _, v in pts) / len(pts)] for p, pts in by_phrase.items() if pts]
         plot = line_plot(f"{stage}: reflection words", seen, "fraction of completions")
-        body.append(
+        out.append(
             f"<h3>{_e(stage)}</h3>"
             + (
                 _img(plot, f"{stage} reflection words")
@@ -595,29 +611,8 @@ def render_report(run_dir: str | Path) -> str:
                 else '<p class="empty">none of the phrases appear</p>'
             )
         )
-        body.append(_table(["phrase", "mean fraction over steps"], totals))
-
-    answers = _answers_html(stages)
-    if answers:
-        body.append("<h2>Inference test: base vs final model</h2>" + answers)
-
-    body.append("<h2>Sample completions</h2>")
-    body.append(_samples_html(samples) or '<p class="empty">no samples logged</p>')
-
-    config = run / "config.yaml"
-    if config.is_file():
-        body.append(
-            f"<h2>Config</h2><details><summary>config.yaml</summary><pre>{_e(config.read_text(encoding='utf-8', errors='replace'))}</pre></details>"
-        )
-
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'  # no favicon request (a console error when opened from disk)
-        f"<title>r1lab report: {_e(name)}</title><style>{CSS}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
+        out.append(_table(["phrase", "mean fraction over steps"], totals))
+    return "\n".join(out)
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("r1lab.eval")
@@ -149,42 +150,73 @@ def summary_table(summary: dict, title: str = "evaluation"):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Handler of ``r1lab eval``."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from r1lab.cli.data import columns_from_args
-    from r1lab.data import load_eval_dataset
-    from r1lab.errors import UserError
-    from r1lab.evaluate import choose_backend, evaluate
+    """Handler of ``r1lab eval``: check the flags, load the problems (asked the model's way), evaluate with a
+    progress bar, print the summary."""
+    from r1lab import distributed
+    from r1lab.evaluate import evaluate
     from r1lab.inference import load_pair
-    from r1lab.prompts import prompt_for
+
+    temperature, k = _check_flags(args)  # cheap checks first: nothing is loaded or written on bad flags
+    dataset, settings, prompt_source = _problems(args, temperature)
+    out = Path(args.out) if args.out else default_out_dir(args.model, args.data, settings)
+    log.info("prompt: %s; results go to %s", prompt_source, out)
+    with _progress_bar(disable=args.json, total=len(dataset)) as on_progress:
+        summary = evaluate(
+            load_pair(args.model, trust_remote_code=True) if args.trust_remote_code else args.model,
+            dataset,
+            n_samples=args.n_samples,
+            k=k,
+            temperature=temperature,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            out_dir=out,
+            backend=args.backend,
+            seed=args.seed,
+            fresh=args.fresh,
+            on_progress=on_progress,
+            across_processes=True,  # under accelerate launch each process takes a share
+        )
+    if summary.get("n_resumed") and not args.fresh:
+        reused = summary["n_resumed"]
+        what = "all" if reused == summary["n_items"] else f"{reused} of"
+        log.info(
+            "reused %s %d results already in %s (same model, data and settings); --fresh recomputes them",
+            what,
+            summary["n_items"],
+            out,
+        )
+    if distributed.is_main_process():  # rank 0 prints the one summary
+        _print_summary(args, summary, out)
+    distributed.shutdown()
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> tuple[float, int]:
+    """``(temperature, k)`` from the flags; a bad flag, backend or model fails here, before anything loads."""
+    from r1lab.errors import UserError
+    from r1lab.evaluate import check_counts, choose_backend
+    from r1lab.models import resolve_model
 
     temperature = args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 0.7)
     k = args.k if args.k is not None else args.n_samples
-    # Cheap checks first: bad flags fail before any data or model is loaded.
-    if not 1 <= k <= args.n_samples:
-        raise UserError(
-            f"--k {k} must be between 1 and --n-samples ({args.n_samples})",
-            hint=f"pass --n-samples {max(k, 1)} or more, or a smaller --k",
-        )
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    check_counts(args.n_samples, k, args.limit)
     if args.n_samples > 1 and temperature == 0:
         raise UserError(
             "--n-samples > 1 with --temperature 0 gives identical samples", hint="set --temperature > 0"
         )
     choose_backend(args.backend)
-    from r1lab.models import resolve_model
+    resolve_model(args.model, trust_remote_code=args.trust_remote_code)
+    return temperature, k
 
-    resolve_model(args.model, trust_remote_code=args.trust_remote_code)  # fails before anything is written
+
+def _problems(args: argparse.Namespace, temperature: float):
+    """The evaluation problems, prompted as the model was trained (or as the flags say), the settings that
+    name their result set, and where the prompt came from."""
+    from r1lab.cli.data import columns_from_args
+    from r1lab.data import load_eval_dataset
+    from r1lab.errors import UserError
+    from r1lab.prompts import prompt_for
+
     system_prompt, reply_prefix, prompt_source = prompt_for(args.model, args.system_prompt, args.reply_prefix)
     dataset = load_eval_dataset(
         args.data,
@@ -208,56 +240,44 @@ def run_eval(args: argparse.Namespace) -> int:
         "system_prompt": system_prompt,
         "reply_prefix": reply_prefix,
     }
-    out = Path(args.out) if args.out else default_out_dir(args.model, args.data, settings)
-    log.info("prompt: %s; results go to %s", prompt_source, out)
+    return dataset, settings, prompt_source
+
+
+@contextmanager
+def _progress_bar(*, disable: bool, total: int):
+    """A transient rich bar on stderr (off for --json or without a terminal); yields ``on_progress``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
-    with Progress(
+    columns = (
         TextColumn("[bold]eval"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=args.json or not console.is_terminal,
-    ) as progress:
-        task = progress.add_task("eval", total=len(dataset))
-        summary = evaluate(
-            load_pair(args.model, trust_remote_code=True) if args.trust_remote_code else args.model,
-            dataset,
-            n_samples=args.n_samples,
-            k=k,
-            temperature=temperature,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            out_dir=out,
-            backend=args.backend,
-            seed=args.seed,
-            fresh=args.fresh,
-            on_progress=lambda done, total: progress.update(task, completed=done),
-            across_processes=True,  # under accelerate launch each process takes a share
-        )
-    from r1lab import distributed
+    )
+    with Progress(
+        *columns, console=console, transient=True, disable=disable or not console.is_terminal
+    ) as bar:
+        task = bar.add_task("eval", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
 
-    if summary.get("n_resumed") and not args.fresh:
-        reused = summary["n_resumed"]
-        what = "all" if reused == summary["n_items"] else f"{reused} of"
-        log.info(
-            "reused %s %d results already in %s (same model, data and settings); --fresh recomputes them",
-            what,
-            summary["n_items"],
-            out,
-        )
-    if not distributed.is_main_process():  # rank 0 prints the one summary
-        distributed.shutdown()
-        return 0
+
+def _print_summary(args: argparse.Namespace, summary: dict, out: Path) -> None:
+    from rich.console import Console
+
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
-    else:
-        Console().print(
-            summary_table(summary, title=f"{args.model} on {args.data} ({summary['n_items']} problems)")
-        )
-        print(f"per-item results: {out / 'items.jsonl'}   summary: {out / 'summary.json'}", file=sys.stdout)
-    distributed.shutdown()
-    return 0
+        return
+    Console().print(
+        summary_table(summary, title=f"{args.model} on {args.data} ({summary['n_items']} problems)")
+    )
+    print(f"per-item results: {out / 'items.jsonl'}   summary: {out / 'summary.json'}", file=sys.stdout)
