@@ -327,6 +327,7 @@ def test_cli_eval_prints_a_table(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "pass@1" in out and "items.jsonl" in out
+    assert "0.0%" in out  # rates in percent, as in the report
 
 
 @pytest.mark.parametrize(

@@ -38,3 +38,28 @@ def test_a_recipe_run_on_the_users_data_follows_it_too(tmp_path, capsys):
     assert resolved["eval_data"] == "builtin:level=2"
     resolved = _dry_run(capsys, ["run", "--config", "seed", "--model", "tiny", "--system_prompt", "none"])
     assert resolved["eval_data"] == "builtin:level=1" and resolved["system_prompt"] == "none"  # recipe's own
+
+
+def test_column_and_bad_row_flags_work_on_stage_verbs(tmp_path, capsys):
+    """The data hints name --question-col / --on-bad-row: they exist where training data is read, too."""
+    data = tmp_path / "odd.jsonl"
+    rows = [{"q": "", "a": "1"}] + [{"q": f"What is {i} + 2?", "a": str(i + 2)} for i in range(60)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = [
+        "grpo",
+        "--model",
+        "tiny",
+        "--data",
+        str(data),
+        "--eval_n",
+        "8",
+        "--question-col",
+        "q",
+        "--answer-col",
+        "a",
+    ]
+    assert main(argv + ["--dry-run"]) == 2  # the empty question stops the run, naming the fix
+    assert "--on-bad-row skip" in " ".join(capsys.readouterr().err.split())
+    resolved = _dry_run(capsys, [*argv, "--on-bad-row", "skip"])
+    assert resolved["stages"][0]["columns"] == {"question": "q", "answer": "a"}
+    assert resolved["stages"][0]["on_bad_row"] == "skip"

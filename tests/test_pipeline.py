@@ -270,3 +270,28 @@ def test_resume_after_kill_9(tmp_path, r1lab_cache):
     assert main(cmd2[3:]) == 0  # everything done: nothing is trained or asked again
     assert len(list(read_jsonl(tmp_path / "k" / "metrics.jsonl"))) == n_rows
     assert _summary(tmp_path / "k")["stages"] == s["stages"]
+
+
+def test_end_of_run_tables_fit_80_columns_and_keep_the_notes_whole():
+    from rich.console import Console
+
+    from r1lab.pipeline import summary_tables
+
+    metrics = {"accuracy": 0.188, "format_rate": 1.0, "mean_completion_tokens": 31.2, "truncation_rate": 0.0}
+    achieved = "improved: reward 0.21 -> 0.93; held-out accuracy 9.4% -> 18.8%, format 18.8% -> 100.0%"
+    summary = {
+        "name": "demo",
+        "model": "smollm2-135m",
+        "final_model": "runs/demo/sft/model",
+        "base_metrics": dict(metrics, n_items=64),
+        "final_metrics": metrics,
+        "stages": [{"name": "grpo", "kind": "grpo", "status": "done", "seconds": 450.0, "metrics_after": metrics,
+                    "achieved": achieved}],
+    }  # fmt: skip
+    console = Console(width=80, record=True)
+    for table in summary_tables(summary):
+        console.print(table)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "18.8%" in text and "100.0%" in text
+    assert "held-out accuracy 9.4% -> 18.8%" in " ".join(text.split())  # the note, as prose

@@ -56,6 +56,11 @@ class StageConfig:
         "data source: builtin[:opts], a hub name, a local file, or stage:<rs stage> (default: run's data)",
     )
     split: str = _field("train", "dataset split to read")
+    columns: dict[str, str] = _field(
+        help="column names that override layout detection: {question: q, answer: a, solution: s, messages: m}",
+        factory=dict,
+    )
+    on_bad_row: str = _field("error", "a bad data row: error (stop, naming it) or skip (count and drop it)")
     n: int | None = _field(None, "number of examples/prompts to use (default: all)")
     rewards: list[str] = _field(help="grpo: reward functions", factory=lambda: ["accuracy", "format"])
     reward_params: dict[str, Any] = _field(help="grpo: reward parameters, e.g. {max_len: 512}", factory=dict)
@@ -114,7 +119,7 @@ def fields_help(cls: type, names: set[str] | None = None) -> str:
 
 
 # r1lab stage fields that mean something only for some kinds (others are rejected so typos surface).
-_DATA_FIELDS = {"name", "kind", "model", "data", "split", "n"}
+_DATA_FIELDS = {"name", "kind", "model", "data", "split", "n", "columns", "on_bad_row"}
 _SAMPLING_FIELDS = {"num_samples", "temperature", "max_new_tokens", "batch_size"}
 KIND_FIELDS = {
     "grpo": _DATA_FIELDS

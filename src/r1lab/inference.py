@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN  # noqa: F401 (re-exported)
-from r1lab.data.formatting import reply_prefix_of
+from r1lab.data.formatting import prompt_prefills_think, reply_prefix_of  # noqa: F401 (re-exported)
 from r1lab.decoding import decode_shared_prefix, fast_decode_supported
 from r1lab.errors import UserError
 from r1lab.prompts import resolve_system_prompt
@@ -265,6 +265,7 @@ def generate(
     batch_size: int = 64,
     seed: int = 0,
     fast_decode: bool = True,
+    on_progress: Callable[[float], None] | None = None,
 ) -> list[list[Completion]]:
     """Generate ``n_samples`` completions for each chat prompt, batched; results in prompt order.
 
@@ -300,6 +301,7 @@ def generate(
         batch_size=batch_size,
         seed=seed,
         fast_decode=fast_decode,
+        on_progress=on_progress,
     ):
         for i, c in zip(idx, comps, strict=True):
             results[i] = c
@@ -367,6 +369,20 @@ class ThinkSplitter:
         return [(self.mode, rest)] if rest else []
 
 
+def progress_log(label: str, total: int, *, every: float = 30.0) -> Callable[[float], None]:
+    """An ``on_progress`` callback for places without a progress bar (in-run measurements, rejection
+    sampling): logs ``label: done/total`` at most every ``every`` seconds, and once at the end."""
+    last = [time.perf_counter()]
+
+    def report(done: float, _total: int | None = None) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every or done >= total:
+            last[0] = now
+            logger.info("%s: %d/%d", label, int(done), total)
+
+    return report
+
+
 def split_thinking(text: str, *, think_prefilled: bool = False) -> tuple[str, str]:
     """``(thinking, response)`` of a complete reply, tags removed and whitespace trimmed.
 
@@ -387,15 +403,6 @@ def split_thinking(text: str, *, think_prefilled: bool = False) -> tuple[str, st
 # --------------------------------------------------------------------------------------------
 # ask / stream
 # --------------------------------------------------------------------------------------------
-
-
-def prompt_prefills_think(prompt_text: str) -> bool:
-    """Whether a rendered prompt already opens ``<think>`` (some R1 chat templates do).
-
-    >>> prompt_prefills_think("<|im_start|>assistant\\n<think>\\n")
-    True
-    """
-    return prompt_text.rstrip().endswith(THINK_OPEN)
 
 
 def load_pair(model_or_pair, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):

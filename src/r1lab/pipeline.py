@@ -31,7 +31,7 @@ from r1lab.data import check_source, load_eval_dataset
 from r1lab.distributed import check_vllm, main_process_first, wait_for_everyone
 from r1lab.errors import UserError
 from r1lab.evaluate import evaluate
-from r1lab.inference import ask, load_pair
+from r1lab.inference import ask, load_pair, progress_log
 from r1lab.io import atomic_write_json, atomic_write_text, exclusive_lock, read_jsonl, remove_stale_temps
 from r1lab.models import resolve_model
 from r1lab.report import write_report
@@ -55,16 +55,18 @@ def check(run: RunConfig) -> RunConfig:
             check_vllm(stage.args, where=f"{run.source or 'recipe'}: stage {stage.name!r}")
         if stage.kind == "grpo":  # reward parameters fail here, not after the base evaluation
             get_reward_funcs(stage.rewards, **stage.reward_params)
-    for where, source, kind, split, n in _data_reads(run):
-        _check_data_source(where, source, kind, split, n)
+    for read in _data_reads(run):
+        _check_data_source(*read)
     return run
 
 
-def _data_reads(run: RunConfig) -> list[tuple[str, str, str, str, int | None]]:
-    """``(who, source, kind, split, n)`` for every dataset the run will read (rs reads like grpo)."""
+def _data_reads(run: RunConfig) -> list[tuple]:
+    """``(who, source, kind, split, n, columns, on_bad_row)`` for every dataset the run will read (rs reads
+    like grpo)."""
     reads = []
     if run.eval_n > 0 and any(s.trains and s.evaluate for s in run.stages):
-        reads.append(("held-out measurement (eval_data, eval_n)", run.eval_data, "eval", "test", run.eval_n))
+        where = "held-out measurement (eval_data, eval_n)"
+        reads.append((where, run.eval_data, "eval", "test", run.eval_n, None, "error"))
     for stage in run.stages:
         if stage.kind in ("grpo", "sft", "rs"):
             source, kind, split = (
@@ -81,15 +83,17 @@ def _data_reads(run: RunConfig) -> list[tuple[str, str, str, str, int | None]]:
         else:
             continue
         if not source.startswith("stage:"):  # written by an earlier stage of this run
-            reads.append((f"stage {stage.name!r}", source, kind, split, stage.n))
+            where = f"stage {stage.name!r}"
+            reads.append((where, source, kind, split, stage.n, stage.columns or None, stage.on_bad_row))
     return reads
 
 
-def _check_data_source(where: str, source: str, kind: str, split: str, n: int | None) -> None:
+def _check_data_source(
+    where: str, source: str, kind: str, split: str, n: int | None, columns: dict | None, on_bad_row: str
+) -> None:
     """Load-check one source (cheap: files are read, the built-in task generated, nothing downloaded);
     fewer rows than ``n`` is said now, not after the stages before it have run."""
-
-    available = check_source(source, kind=kind, split=split, n=n)
+    available = check_source(source, kind=kind, split=split, n=n, columns=columns, on_bad_row=on_bad_row)
     if n and available is not None and available < n:
         log.warning(
             "%s: n=%d, but %s holds %d usable rows: it uses those %d", where, n, source, available, available
@@ -186,6 +190,7 @@ def _measure(
         out_dir=out_dir,
         seed=run.seed,
         across_processes=True,
+        on_progress=progress_log(f"measuring {out_dir.name}: problems done", len(ds)),
     )
 
 
@@ -586,12 +591,15 @@ def _write_report(run_dir: Path) -> None:
 
 
 def summary_tables(summary: dict) -> list:
-    """Rich tables for the end of a run: one row per stage, then base vs final model."""
+    """Rich renderables for the end of a run: one row per stage, what each stage achieved (as prose lines, so
+    an 80-column terminal does not squeeze them into a column), then base vs final model."""
     from rich.table import Table
+    from rich.text import Text
 
     stages = Table(title=f"run {summary.get('name')}", show_lines=False)
-    for col in ("stage", "kind", "status", "time", "accuracy", "format", "tokens", "notes"):
-        stages.add_column(col)
+    for col in ("stage", "kind", "status", "time", "accuracy", "format", "tokens"):
+        stages.add_column(col, no_wrap=True)
+    notes = Text()
     for e in summary.get("stages", []):
         m = e.get("metrics_after") or {}
         note = e.get("achieved") or ""
@@ -606,9 +614,11 @@ def summary_tables(summary: dict) -> list:
             _pct(m.get("accuracy")),
             _pct(m.get("format_rate")),
             _num(m.get("mean_completion_tokens")),
-            note,
         )
-    tables = [stages]
+        if note:
+            notes.append(f"{e.get('name', '')}: ", style="bold")
+            notes.append(note + "\n")
+    tables = [stages, notes]
     base, final = summary.get("base_metrics"), summary.get("final_metrics")
     if base and final:
         tests = summary.get("final_vs_base") or {}
@@ -616,15 +626,14 @@ def summary_tables(summary: dict) -> list:
             f"{name}: +{t['gained']}/-{t['lost']} problems, p={t['p']:.3g} ({t['test']})"
             for name, t in tests.items()
         )
+        models = f"base: {summary.get('model')}; final: {summary.get('final_model')}"
         cmp = Table(
-            title=f"base vs final on {base.get('n_items')} held-out problems", caption=caption or None
+            title=f"base vs final on {base.get('n_items')} held-out problems",
+            caption="; ".join(c for c in (caption, models) if c),
         )
         for col in ("model", "accuracy", "format rate", "mean tokens", "truncated"):
-            cmp.add_column(col)
-        for label, m in (
-            (f"base ({summary.get('model')})", base),
-            (f"final ({summary.get('final_model')})", final),
-        ):
+            cmp.add_column(col, no_wrap=True)
+        for label, m in (("base", base), ("final", final)):
             cmp.add_row(
                 label,
                 _pct(m.get("accuracy")),

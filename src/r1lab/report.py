@@ -28,8 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from r1lab.data.formatting import question_of
 from r1lab.errors import UserError
 from r1lab.io import atomic_write_text
+from r1lab.rewards.extract import completion_text
 
 logger = logging.getLogger(__name__)
 
@@ -131,25 +133,6 @@ def series_by_stage(rows: Iterable[dict]) -> dict[str, dict[str, list[tuple[floa
     return {s: dict(m) for s, m in out.items()}
 
 
-def completion_to_text(completion: Any) -> str:
-    """A completion stored as a string or as chat messages, as plain text."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        return "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in completion)
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    return "" if completion is None else str(completion)
-
-
-def prompt_to_text(prompt: Any) -> str:
-    """The last user message of a chat prompt (or the prompt itself when it is a string)."""
-    if isinstance(prompt, list):
-        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        return str(users[-1]) if users else completion_to_text(prompt)
-    return completion_to_text(prompt)
-
-
 def _phrase_regex(phrase: str) -> re.Pattern:
     return re.compile(r"(?<![A-Za-z])" + re.escape(phrase) + r"(?![A-Za-z])", re.IGNORECASE)
 
@@ -174,7 +157,7 @@ def reflection_frequency(
     for i, s in enumerate(samples):
         step = _number(s.get("step"))
         groups[str(s.get("stage") or "train")][float(i) if step is None else step].append(
-            completion_to_text(s.get("completion"))
+            completion_text(s.get("completion"))
         )
     out: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for stage, by_step in groups.items():
@@ -419,8 +402,8 @@ def _samples_html(samples: list[dict], per_step: int = 2) -> str:
                 parts.append(
                     f'<div class="sample"><b>{_e(stage)}</b> step {_fmt(step)} &middot; reference '
                     f"<code>{_e(s.get('solution'))}</code> &middot; rewards: {reward_txt}"
-                    f"<div><i>question:</i> {_e(prompt_to_text(s.get('prompt')))}</div>"
-                    f"<pre>{_e(completion_to_text(s.get('completion')))}</pre></div>"
+                    f"<div><i>question:</i> {_e(question_of(s.get('prompt')))}</div>"
+                    f"<pre>{_e(completion_text(s.get('completion')))}</pre></div>"
                 )
     return "".join(parts)
 

@@ -117,6 +117,11 @@ def setup_logging(debug: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "torch", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # Deprecation notices (FutureWarning) from the libraries' own code, such as transformers renaming
+        # gradient_checkpointing, say nothing a user of the CLI can act on; --debug shows them.
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _launched_rank() -> int:

@@ -137,15 +137,17 @@ def summary_table(summary: dict, title: str = "evaluation"):
     for label in cols.values():
         table.add_column(label, justify="right", no_wrap=True)
 
-    def fmt(v):
+    def fmt(v, col):  # one number format with the report: rates in percent
         if v is None:
             return "-"
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        if col in ("mean_completion_tokens", "n_items") or not isinstance(v, float):
+            return f"{v:.1f}" if isinstance(v, float) else str(v)
+        return f"{v:.1%}"
 
-    table.add_row("all", *(fmt(summary.get(c)) for c in cols))
+    table.add_row("all", *(fmt(summary.get(c), c) for c in cols))
     for field, groups in (summary.get("by") or {}).items():
         for value, m in groups.items():
-            table.add_row(f"{field}={value}", *(fmt(m.get(c)) for c in cols))
+            table.add_row(f"{field}={value}", *(fmt(m.get(c), c) for c in cols))
     return table
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from r1lab.config import parse_value
 from r1lab.errors import UserError
 
 SCORE_EXAMPLES = """examples:
@@ -105,16 +106,6 @@ def register(sub) -> None:
     audit.set_defaults(func=_audit)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        import yaml
-
-        value = yaml.safe_load(text)
-    except Exception:
-        value = text
-    return value
-
-
 def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     params: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -122,7 +113,7 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
         reward, dot, name = key.partition(".")
         if not eq or not dot or not reward or not name:
             raise UserError(f"bad --param {item!r}", hint="write REWARD.KEY=VALUE, e.g. cosine.max_len=500")
-        parsed = _parse_value(value)
+        parsed = parse_value(value)  # as recipes read values: 1e3 is a number
         if name == "fallbacks" and isinstance(parsed, str):
             parsed = [p.strip() for p in parsed.split(",") if p.strip()]
         params.setdefault(reward, {})[name] = parsed

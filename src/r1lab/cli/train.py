@@ -72,6 +72,7 @@ def _fields_epilog(kind: str | None) -> str:
 def register(sub) -> None:
     """Add the ``run``, ``grpo``, ``sft`` and ``rs`` verbs."""
     from r1lab.cli import HelpFormatter, add_common_flags
+    from r1lab.cli.data import add_column_flags
 
     p = sub.add_parser(
         "run",
@@ -119,6 +120,13 @@ def register(sub) -> None:
             "--stage", default=None, help=f"which stage of --config to use (the first {kind} if not given)"
         )
         _run_level_flags(sp)
+        add_column_flags(sp)
+        sp.add_argument(
+            "--on-bad-row",
+            choices=("error", "skip"),
+            default=argparse.SUPPRESS,
+            help="stop at a bad data row, or skip it (the stage's on_bad_row)",
+        )
         sp.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe")
         add_common_flags(sp)
         sp.set_defaults(func=_stage_handler, kind=kind)
@@ -219,13 +227,20 @@ def _run_handler(args) -> int:
 
 def _stage_handler(args) -> int:
     import dataclasses
+    import json
 
     from r1lab.config import STAGE_FIELDS, RunConfig, apply_overrides, load_config
 
     kind = args.kind
     stage_overrides = []
     run_overrides = []
+    from r1lab.cli.data import columns_from_args
+
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - STAGE_FIELDS
+    if columns_from_args(args):
+        stage_overrides.append(f"columns={json.dumps(columns_from_args(args))}")
+    if getattr(args, "on_bad_row", None):
+        stage_overrides.append(f"on_bad_row={args.on_bad_row}")
     for o in args.overrides:
         key = o.split("=", 1)[0].replace("-", "_")
         # --grpo.beta (dotted) and run-level fields (--eval_n) go to the run; the rest to this one stage

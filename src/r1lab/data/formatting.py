@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from r1lab.answers import THINK_OPEN
 from r1lab.data.answers import last_boxed, reference_from_solution
 
 _BESPOKE = (
@@ -62,6 +63,20 @@ def reply_prefix_of(prompt) -> str:
     ):
         return str(prompt[-1].get("content") or "")
     return ""
+
+
+def question_of(prompt) -> str:
+    """The question a prompt asks: its last user message (a plain-text prompt is returned as is).
+
+    >>> question_of([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}])
+    '2+2?'
+    """
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        if users:
+            return str(users[-1])
+        return "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in prompt)
+    return "" if prompt is None else str(prompt)
 
 
 def grpo_row(problem: str, solution: str, system_prompt: str | None, reply_prefix: str | None = None) -> dict:
@@ -148,4 +163,13 @@ def template_prefills_think(tokenizer) -> bool:
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": "1+1?"}], tokenize=False, add_generation_prompt=True
     )
-    return isinstance(text, str) and text.rstrip().endswith("<think>")
+    return isinstance(text, str) and prompt_prefills_think(text)
+
+
+def prompt_prefills_think(prompt_text: str) -> bool:
+    """Whether a rendered prompt already opens ``<think>`` (some R1 chat templates do).
+
+    >>> prompt_prefills_think("<|im_start|>assistant\\n<think>\\n")
+    True
+    """
+    return prompt_text.rstrip().endswith(THINK_OPEN)

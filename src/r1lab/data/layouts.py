@@ -113,7 +113,8 @@ def detect_layout(row: dict, *, kind: str = "grpo", columns: dict[str, str] | No
     if not pick["question"]:
         raise UserError(
             f"no question column found; columns are: {_cols(row)}",
-            hint="name it with --question-col (and --answer-col), or use one of: " + ", ".join(QUESTION_COLS),
+            hint="name it with --question-col (and --answer-col), or a recipe stage's columns: {question: ...}; "
+            "or use one of: " + ", ".join(QUESTION_COLS),
         )
     if not pick["answer"] and not pick["solution"]:
         raise UserError(

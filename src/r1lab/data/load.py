@@ -218,7 +218,7 @@ def load_records(
         raise UserError(
             f"no usable rows in {source} ({info.split})"
             + (f": all {info.skipped.total} were skipped" if info.skipped.total else ""),
-            hint="check the file and the column flags (--question-col, --answer-col)",
+            hint="check the file and the column names (--question-col / --answer-col, or a stage's columns:)",
         )
     info.n_kept = len(records)
     return records, info
@@ -231,6 +231,7 @@ def check_source(
     split: str | None = None,
     columns: dict[str, str] | None = None,
     n: int | None = None,
+    on_bad_row: str = "error",
 ) -> int | None:
     """Raise :class:`UserError` now if ``source`` cannot be loaded later; cheap enough to run for
     every stage of a recipe before any model loads. Returns how many usable rows it holds (up to ``n``
@@ -263,7 +264,9 @@ def check_source(
             return len(load_records(source, kind=kind or "grpo", split=split, n=n)[0])
         return None
     if spec.kind in ("file", "dir"):
-        return len(load_records(source, kind=kind or "any", split=split, columns=columns)[0])
+        return len(
+            load_records(source, kind=kind or "any", split=split, columns=columns, on_bad_row=on_bad_row)[0]
+        )
     if _hub_offline():
         load_hub_rows(spec.target, split)
     return None

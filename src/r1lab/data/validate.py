@@ -88,7 +88,7 @@ def filter_records(
         if on_bad_row == "error":
             raise UserError(
                 f"bad row in {where}, field {field_name}: {reason}",
-                hint="fix that row, or pass --on-bad-row skip (on_bad_row='skip') to drop bad rows",
+                hint="fix that row, or drop bad rows with --on-bad-row skip (a recipe stage: on_bad_row: skip)",
             )
         if report is not None:
             report.counts[reason] += 1

@@ -19,7 +19,9 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from r1lab.compat import recorded_logs
+from r1lab.data.formatting import question_of
 from r1lab.io import append_jsonl, atomic_write_text, damaged_weights
+from r1lab.rewards.extract import completion_text
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,7 @@ class RunLog(TrainerCallback):
         if not recorded or not recorded.get("completion"):
             return
         prompts, completions = list(recorded["prompt"]), list(recorded["completion"])
-        key = (len(completions), _text(completions[-1]), _text(completions[0]))
+        key = (len(completions), completion_text(completions[-1]), completion_text(completions[0]))
         if key == self._last_batch:  # same generation batch as the last log event
             return
         self._last_batch = key
@@ -192,22 +194,12 @@ class RunLog(TrainerCallback):
                 {
                     "stage": self.stage,
                     "step": step,
-                    "prompt": _text(prompts[i]),
-                    "completion": _text(completions[i]),
+                    "prompt": question_of(prompts[i]),
+                    "completion": completion_text(completions[i]),
                     "solution": solutions[i] if i < len(solutions) else None,
                     "rewards": {name: _num(v[i]) for name, v in rewards.items() if i < len(v)},
                 },
             )
-
-
-def _text(x) -> str:
-    if isinstance(x, str):
-        return x
-    if isinstance(x, list):  # chat messages: the last user turn, or the completion's content
-        contents = [m.get("content", "") for m in x if isinstance(m, dict)]
-        users = [m.get("content", "") for m in x if isinstance(m, dict) and m.get("role") == "user"]
-        return users[-1] if users else "\n".join(str(c) for c in contents)
-    return str(x)
 
 
 def _num(v):

@@ -39,6 +39,8 @@ def grpo_dataset(stage: StageConfig, run: RunConfig):
         system_prompt=run.system_prompt,
         seed=run.seed,
         reply_prefix=run.reply_prefix,
+        columns=stage.columns or None,
+        on_bad_row=stage.on_bad_row,
     )
 
 

@@ -72,7 +72,7 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
         shard,
         wait_for_everyone,
     )
-    from r1lab.inference import generate
+    from r1lab.inference import generate, progress_log
     from r1lab.models import load_model
     from r1lab.rewards import judge
     from r1lab.train.grpo import grpo_dataset
@@ -97,6 +97,7 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
             max_new_tokens=stage.max_new_tokens,
             batch_size=stage.batch_size,
             seed=run.seed,
+            on_progress=progress_log(f"{stage.name}: prompts sampled", len(prompts)),
         )
         if prompts
         else []

@@ -68,7 +68,13 @@ def sft_dataset(stage: StageConfig, run: RunConfig):
         from r1lab.data import load_sft_dataset
 
         ds = load_sft_dataset(
-            src, split=stage.split, n=stage.n, system_prompt=run.system_prompt, seed=run.seed
+            src,
+            split=stage.split,
+            n=stage.n,
+            system_prompt=run.system_prompt,
+            seed=run.seed,
+            columns=stage.columns or None,
+            on_bad_row=stage.on_bad_row,
         )
     return ds.map(to_prompt_completion, remove_columns=ds.column_names)
 
