@@ -66,7 +66,7 @@ def _data_reads(run: RunConfig) -> list[tuple]:
     reads = []
     if run.eval_n > 0 and any(s.trains and s.evaluate for s in run.stages):
         where = "held-out measurement (eval_data, eval_n)"
-        reads.append((where, run.eval_data, "eval", "test", run.eval_n, None, "error"))
+        reads.append((where, run.eval_data, "eval", "test", run.eval_n, heldout_columns(run), "error"))
     for stage in run.stages:
         if stage.kind in ("grpo", "sft", "rs"):
             source, kind, split = (
@@ -86,6 +86,17 @@ def _data_reads(run: RunConfig) -> list[tuple]:
             where = f"stage {stage.name!r}"
             reads.append((where, source, kind, split, stage.n, stage.columns or None, stage.on_bad_row))
     return reads
+
+
+def heldout_columns(run: RunConfig) -> dict | None:
+    """Column names for the held-out problems: those of the training stage whose file they are carved from
+    (held-out rows follow the training data, so they share its layout)."""
+    target = run.eval_data.rpartition(":rows=")[0] or run.eval_data
+    for stage in run.stages:
+        source = stage.data or run.data
+        if stage.columns and (source.rpartition(":rows=")[0] or source) == target:
+            return stage.columns
+    return None
 
 
 def _check_data_source(
@@ -152,6 +163,7 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | 
         out_dir=run.run_dir / "evals" / label,
         max_new_tokens=run.eval_max_new_tokens,
         batch_size=run.eval_batch_size,
+        columns=heldout_columns(run),
     )
     return _key_metrics(result)
 
@@ -168,6 +180,7 @@ def _measure(
     batch_size: int,
     temperature: float = 0.0,
     n_samples: int = 1,
+    columns: dict | None = None,
 ) -> dict:
     """Evaluate ``model`` on problems of ``source``, asked the run's way (system prompt, reply prefix),
     resumable in ``out_dir``, split over the processes under ``accelerate launch``."""
@@ -179,6 +192,7 @@ def _measure(
             system_prompt=run.system_prompt,
             seed=run.seed,
             reply_prefix=run.reply_prefix,
+            columns=columns,
         )
     return evaluate(
         model,
