@@ -1,0 +1,59 @@
+"""Small UX checks: progress lines where there is no bar, deprecation noise hidden outside --debug, the
+eval verb's data flags, and one source of truth for the demo's numbers."""
+
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+
+from r1lab.cli import main, setup_logging
+from r1lab.inference import progress_log
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_progress_log_reports_at_most_every_interval_and_at_the_end(caplog):
+    report = progress_log("measuring sft: problems done", 200, every=3600)
+    with caplog.at_level(logging.INFO, logger="r1lab.inference"):
+        for done in (10, 64, 128, 200):
+            report(done)
+    assert [r.getMessage() for r in caplog.records] == ["measuring sft: problems done: 200/200"]
+
+
+def test_library_deprecation_warnings_are_hidden_outside_debug():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        setup_logging(debug=False)
+        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning, stacklevel=1)
+    assert not seen
+
+
+def test_eval_reads_odd_columns_and_skips_bad_rows_with_its_flags(tmp_path, capsys):
+    data = tmp_path / "odd.jsonl"
+    rows = [{"q": "What is 2 + 2?", "a": "4"}, {"q": "", "a": "1"}, {"q": "What is 3 + 3?", "a": "6"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = [
+        "eval",
+        "--model",
+        "tiny",
+        "--data",
+        str(data),
+        "--max-new-tokens",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*argv, "--question-col", "q", "--answer-col", "a"]) == 2  # the empty question, named
+    assert "--on-bad-row skip" in " ".join(capsys.readouterr().err.split())
+    assert main([*argv, "--question-col", "q", "--answer-col", "a", "--on-bad-row", "skip", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_items"] == 2
+
+
+def test_the_demo_numbers_have_one_source():
+    """README's demo table is what docs/demo.md measured: every percentage and p-value in one is in the other."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| model | seed 0 (`make demo`)") :].split("\n\n")[0]
+    demo = (ROOT / "docs" / "demo.md").read_text()
+    numbers = set(re.findall(r"\d+\.\d+%", table))
+    assert numbers and all(n in demo for n in numbers)
