@@ -57,3 +57,21 @@ def test_the_demo_numbers_have_one_source():
     demo = (ROOT / "docs" / "demo.md").read_text()
     numbers = set(re.findall(r"\d+\.\d+%", table))
     assert numbers and all(n in demo for n in numbers)
+
+
+def test_merged_helpers_keep_one_behaviour_where_the_copies_disagreed():
+    """#16: one completion-to-text (the rewards'), one question-of-a-prompt, one value parser, one <think>
+    pre-fill rule; the inputs where the removed copies answered differently."""
+    from r1lab.cli.rewards import _parse_params
+    from r1lab.data.formatting import prompt_prefills_think, question_of
+    from r1lab.rewards.extract import completion_text
+
+    chat = [{"role": "assistant", "content": "<think>a"}, {"role": "assistant", "content": "</think>b"}]
+    assert completion_text(chat) == "<think>a</think>b"  # the report joined with "\n"; rewards see it whole
+    assert completion_text([{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}]) == "x"
+    assert question_of([{"role": "system", "content": "s"}, {"role": "user", "content": "q1"}]) == "q1"
+    assert question_of("plain") == "plain"
+    assert _parse_params(["cosine.max_len=1e3"]) == {"cosine": {"max_len": 1000.0}}  # a number, as in recipes
+    assert prompt_prefills_think("<|im_start|>assistant\n<think>  \n") and not prompt_prefills_think(
+        "<think> x"
+    )
