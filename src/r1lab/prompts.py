@@ -1,6 +1,6 @@
 """The system prompt shared by data formatting, training, evaluation and inference.
 
-One definition, so the model is asked the same way everywhere (the seed used a different prompt
+One definition, so the model is asked the same way everywhere (the seed project, which r1lab grew from, used a different prompt
 for its inference test than for training).
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 BUNDLED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
-RUN_DESCRIPTION = """Run a recipe's stages in order (default: the seed recipe, GRPO -> SFT -> inference).
+RUN_DESCRIPTION = """Run a recipe's stages in order (default: recipes/seed.yaml, GRPO -> SFT -> inference).
 
 Everything the run makes goes under OUTPUT_DIR/NAME (runs/<name>/): the resolved config, each stage's
 model, metrics.jsonl, samples.jsonl, TensorBoard logs, summary.json and report.html. Running the same

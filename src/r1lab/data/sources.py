@@ -49,7 +49,7 @@ SOURCES: dict[str, HubSource] = {
         HubSource(
             "AI-MO/NuminaMath-TIR", None, ("train", "test"),
             {k: {"question": "problem", "solution": "solution"} for k in ("grpo", "sft", "eval")},
-            "the seed's GRPO data",
+            "the seed project's GRPO data",
         ),
         HubSource(
             "openai/gsm8k", "main", ("train", "test"),
@@ -63,7 +63,7 @@ SOURCES: dict[str, HubSource] = {
         HubSource(
             "bespokelabs/Bespoke-Stratos-17k", None, ("train",),
             {k: {"messages": "conversations", "system": "system"} for k in ("grpo", "sft", "eval")},
-            "the seed's SFT data",
+            "the seed project's SFT data",
         ),
         HubSource(
             "HuggingFaceH4/Bespoke-Stratos-17k", None, ("train",),

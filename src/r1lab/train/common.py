@@ -84,7 +84,7 @@ def build_trl_args(stage: StageConfig, run: RunConfig, output_dir: str | Path, *
     if stage.kind == "grpo" and kwargs.get("remove_unused_columns"):
         raise UserError(
             f"stage {stage.name!r}: remove_unused_columns: true would drop the `solution` column before the "
-            "rewards see it (the seed trained on a constant reward that way)",
+            "rewards see it (the seed project r1lab grew from trained on a constant reward that way)",
             hint="remove the field or set it to false",
         )
     import warnings

@@ -2,7 +2,7 @@
 
 TRL scores a batch as ``num_generations`` full rows per prompt: prompt + completion, each
 row running the whole prompt through the model again, forward and backward. With R1-style system
-prompts the prompt is most of a row (the seed recipe: ~130 prompt tokens, <= 64 completion tokens), so
+prompts the prompt is most of a row (recipes/seed.yaml: ~130 prompt tokens, <= 64 completion tokens), so
 most of the update recomputes the same prompt ``num_generations`` times.
 
 Here the rows of a prompt share one prompt forward: the prompt (all but its last token) runs once per
