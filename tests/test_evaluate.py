@@ -204,12 +204,12 @@ def test_bad_input_is_a_user_error(monkeypatch):
 
 
 def test_asking_for_vllm_without_it_is_a_clear_user_error(monkeypatch):
-    monkeypatch.setattr(ev, "_vllm_importable", lambda: False)
+    monkeypatch.setattr(ev.distributed, "vllm_available", lambda: False)
     with pytest.raises(UserError, match="backend 'vllm' requested but vllm is not installed"):
         ev.choose_backend("vllm")
     assert ev.choose_backend("auto") == "hf"
-    monkeypatch.setattr(ev, "_vllm_importable", lambda: True)
-    monkeypatch.setattr(ev, "_cuda_available", lambda: False)
+    monkeypatch.setattr(ev.distributed, "vllm_available", lambda: True)
+    monkeypatch.setattr(ev.distributed, "cuda_available", lambda: False)
     with pytest.raises(UserError, match="no CUDA GPU"):
         ev.choose_backend("vllm")
 

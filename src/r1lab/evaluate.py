@@ -198,28 +198,13 @@ def _item_key(row: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # pragma: no cover
-        return False
-
-
-def _vllm_importable() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
 def choose_backend(backend: str) -> str:
     """``"hf"`` or ``"vllm"``: ``auto`` picks vLLM when it is installed and a CUDA GPU is present."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
-    has_vllm = _vllm_importable() and _cuda_available()
+    has_vllm = distributed.vllm_available() and distributed.cuda_available()
     if backend == "vllm" and not has_vllm:
-        missing = "vllm is not installed" if not _vllm_importable() else "no CUDA GPU is available"
+        missing = "vllm is not installed" if not distributed.vllm_available() else "no CUDA GPU is available"
         raise UserError(
             f"backend 'vllm' requested but {missing}",
             hint="pip install 'r1lab[vllm]' on a CUDA machine, or use --backend hf",

@@ -205,3 +205,16 @@ def damaged_weights(directory: str | Path) -> str | None:
         if 8 + n + max(ends, default=0) > size:
             return f"{path.name}: truncated ({size} bytes, header needs {8 + n + max(ends, default=0)})"
     return None
+
+
+def hub_offline(*, datasets_too: bool = False) -> bool:
+    """Whether the user turned the Hugging Face hub off (``HF_HUB_OFFLINE``; with ``datasets_too``, also
+    ``HF_DATASETS_OFFLINE``), the one reading of those variables in r1lab.
+
+    >>> old = os.environ.get("HF_HUB_OFFLINE"); os.environ["HF_HUB_OFFLINE"] = "yes"
+    >>> hub_offline()
+    True
+    >>> _ = os.environ.pop("HF_HUB_OFFLINE") if old is None else os.environ.update(HF_HUB_OFFLINE=old)
+    """
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if datasets_too else ("HF_HUB_OFFLINE",)
+    return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.errors import UserError
-from r1lab.io import atomic_dir, cache_dir, damaged_weights
+from r1lab.io import atomic_dir, cache_dir, damaged_weights, hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _hub_checkpoint(repo_id: str) -> str:
         return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
     except Exception:
         pass
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     how = (
         "use a local directory or .gguf path instead (e.g. --model path/to/model), or the offline "
         "models 'smollm2-135m' / 'tiny'"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from r1lab.errors import UserError
+from r1lab.io import hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or os.environ.get(
-        "HF_DATASETS_OFFLINE", ""
-    ).lower() in ("1", "true", "yes", "on")
+    return hub_offline(datasets_too=True)
 
 
 def load_hub_rows(source: str, split: str) -> tuple[Iterator[tuple[str, dict]], int]:

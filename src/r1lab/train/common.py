@@ -4,25 +4,19 @@ writing the final model atomically."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from r1lab.compat import load_checkpoint_weights
 from r1lab.config import RunConfig, StageConfig, trl_config_class
+from r1lab.distributed import cuda_available
 from r1lab.errors import UserError
-from r1lab.io import atomic_dir
+from r1lab.io import atomic_dir, hub_offline
 from r1lab.models import cpu_has_fast_bf16
 from r1lab.prompts import write_model_prompt
 from r1lab.train.callbacks import CompleteCheckpoints, RunLog, quiet_console
 
 log = logging.getLogger(__name__)
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def trl_defaults(stage: StageConfig, run: RunConfig, output_dir: Path) -> dict[str, Any]:
@@ -76,7 +70,7 @@ def build_trl_args(stage: StageConfig, run: RunConfig, output_dir: str | Path, *
     if kwargs.get("push_to_hub"):
         # The Trainer would push its output_dir (checkpoints/); r1lab pushes the final model instead.
         kwargs["push_to_hub"] = False
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        if hub_offline():
             raise UserError(
                 f"stage {stage.name!r}: push_to_hub is on but HF_HUB_OFFLINE is set",
                 hint="unset HF_HUB_OFFLINE (and log in with `hf auth login`), or drop push_to_hub",
