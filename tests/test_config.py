@@ -192,3 +192,17 @@ def test_epochs_set_by_the_user_are_not_cut_short_by_r1labs_default_steps(tmp_pa
     assert args(num_train_epochs=1).max_steps == -1 and args(num_train_epochs=1).num_train_epochs == 1
     assert args(num_train_epochs=1, max_steps=5).max_steps == 5
     assert args().max_steps == 20  # neither set: r1lab's small CPU budget
+
+
+@pytest.mark.parametrize("recipe", ["seed", "r1", "r1-zero", "gsm8k"])
+def test_dry_run_prints_each_fields_help_as_a_comment_and_stays_valid_yaml(recipe, capsys):
+    """#16: fields carry help; `--dry-run` shows it, and what it prints still loads as the same recipe."""
+    import yaml
+
+    from r1lab.cli import main
+    from r1lab.config import load_config
+
+    assert main(["run", "--config", recipe, "--model", "tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "eval_n: " in out and "# held-out problems per before/after measurement" in out
+    assert yaml.safe_load(out) == load_config(f"recipes/{recipe}.yaml", ["model=tiny"]).to_dict()

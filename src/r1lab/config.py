@@ -97,6 +97,44 @@ class StageConfig:
 STAGE_FIELDS = {f.name for f in dataclasses.fields(StageConfig)} - {"args"}
 
 
+def annotate_yaml(text: str) -> str:
+    """The resolved recipe's YAML with each r1lab field's help as a trailing comment (``--dry-run``); TRL's
+    fields are left bare. Block-scalar text (a multi-line system prompt) is never touched.
+
+    >>> print(annotate_yaml("eval_n: 8\\nstages:\\n- name: g\\n  kind: grpo\\n  beta: 0.0\\n"))
+    eval_n: 8  # held-out problems per before/after measurement; 0 turns it off
+    stages:  # the stages, in order
+    - name: g  # the stage's name: its folder under the run, and --<name>.<field> overrides
+      kind: grpo  # grpo, sft, rs (rejection sampling), eval or inference
+      beta: 0.0
+    """
+    import re
+
+    helps = [
+        {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+        for cls in (RunConfig, StageConfig)
+    ]
+    out, in_stages = [], False
+    for line in text.splitlines():
+        # Only keys can carry a comment: run fields at column 0, stage fields as "- key:" at column 0 or
+        # "key:" at column 2 under `stages:`. Continuation lines of a multi-line value are always indented
+        # deeper than their key, so they are never matched.
+        m = re.match(r"^(- |  )?([A-Za-z_][A-Za-z0-9_]*):( .*)?$", line)
+        if m and not m.group(1):
+            in_stages = m.group(2) == "stages"
+        value = (m.group(3) or "").strip() if m else ""
+        # a quoted value continued on the next lines, or a block scalar: a comment would land inside it
+        open_value = (
+            value[:1] in ("'", '"') and (len(value) < 2 or value[-1] != value[0]) or value[:1] in "|>"
+        )
+        if m and (not m.group(1) or in_stages) and not (value and open_value):
+            help_text = helps[bool(m.group(1))].get(m.group(2))
+            if help_text:
+                line += f"  # {help_text}"
+        out.append(line)
+    return "\n".join(out)
+
+
 def fields_help(cls: type, names: set[str] | None = None) -> str:
     """The fields of ``cls`` (RunConfig / StageConfig) with their help and defaults, one per line, for
     ``--help``; ``names`` picks some. TRL's own fields are documented by TRL.

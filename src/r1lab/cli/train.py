@@ -279,14 +279,14 @@ def _execute(run, *, dry_run: bool, only: list[str] | None = None) -> int:
     import yaml
     from rich.console import Console
 
+    from r1lab.config import annotate_yaml
     from r1lab.pipeline import check, run_pipeline, summary_tables
 
     console = Console()
     if dry_run:
         check(run)
-        print(
-            yaml.safe_dump(run.to_dict(), sort_keys=False, width=1_000_000), end=""
-        )  # unwrapped: valid YAML
+        text = yaml.safe_dump(run.to_dict(), sort_keys=False, width=1_000_000)  # unwrapped: valid YAML
+        print(annotate_yaml(text))  # each r1lab field's help as a comment
         return 0
     from r1lab import distributed
 
