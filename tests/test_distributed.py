@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 
 from r1lab import distributed as dist
 from r1lab.errors import UserError
@@ -72,16 +70,6 @@ def test_combine_metrics_reductions_and_odd_values():
     assert dist.combine_metrics([{"s": "a"}, {"s": "b"}]) == {"s": "a"}  # text: the lowest rank's
     with pytest.raises(ValueError):
         dist.combine_metrics(per_rank, reduce="median")
-
-
-@given(st.lists(st.integers(), max_size=40), st.integers(min_value=1, max_value=9))
-def test_shards_partition_the_items_in_order(items, n):
-    parts = []
-    for rank in range(n):
-        start, stop = dist._bounds(len(items), n, rank)
-        parts.append(items[start:stop])
-    assert [x for p in parts for x in p] == items
-    assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
 def test_launched_world_size_reads_the_launcher_env(monkeypatch):

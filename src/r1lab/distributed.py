@@ -145,36 +145,28 @@ def main_process_first() -> Iterator[None]:
 
 
 def shard(items: Sequence[Any]) -> list[Any]:
-    """This process's contiguous share of ``items`` (all of them in a single process).
-
-    Shares differ by at most one item; concatenating every rank's share in rank order gives ``items`` back.
+    """This process's contiguous share of ``items`` (all of them in a single process): accelerate's
+    ``split_between_processes``. Shares differ by at most one item; concatenating every rank's share in rank
+    order gives ``items`` back.
 
     >>> shard([1, 2, 3])
     [1, 2, 3]
     """
-    start, stop = _bounds(len(items), num_processes(), process_index())
-    return list(items[start:stop])
-
-
-def _bounds(length: int, n: int, rank: int) -> tuple[int, int]:
-    base, extra = divmod(length, n)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
+    if launched_world_size() == 1 or num_processes() == 1:
+        return list(items)
+    with state().split_between_processes(list(items)) as share:
+        return list(share)
 
 
 def gather_objects(obj: Any) -> list[Any]:
-    """Every process's ``obj``, in rank order, on every process (``[obj]`` in a single process).
-
-    Objects must be picklable; this is for small things (metric dicts, a shard's result rows).
-    """
+    """Every process's ``obj``, in rank order, on every process (``[obj]`` in a single process): accelerate's
+    ``gather_object``. Objects must be picklable; this is for small things (metric dicts, a shard's rows)."""
     if launched_world_size() == 1 or num_processes() == 1:
         return [obj]
-    import torch.distributed as tdist
+    from accelerate.utils import gather_object
 
     state()  # make sure the process group exists
-    out: list[Any] = [None] * tdist.get_world_size()
-    tdist.all_gather_object(out, obj)
-    return out
+    return gather_object([obj])  # one-element lists, concatenated in rank order
 
 
 def gather_metrics(metrics: dict[str, Any], *, reduce: str = "mean", weight_key: str | None = None) -> dict:
