@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN  # noqa: F401 (re-exported)
-from r1lab.data.formatting import prompt_prefills_think, reply_prefix_of  # noqa: F401 (re-exported)
+from r1lab.data.formatting import chat_prompt, prompt_prefills_think, reply_prefix_of  # noqa: F401 (re-exported)
 from r1lab.decoding import decode_shared_prefix, fast_decode_supported
 from r1lab.errors import UserError
 from r1lab.prompts import resolve_system_prompt
@@ -77,11 +77,8 @@ def build_messages(
     >>> build_messages("Hi", system_prompt="Be brief.")[0]
     {'role': 'system', 'content': 'Be brief.'}
     """
-    system = resolve_system_prompt(system_prompt)
-    messages: Messages = [{"role": "system", "content": system}] if system else []
-    messages.extend(history or [])
-    messages.append({"role": "user", "content": question})
-    return messages
+    turns = chat_prompt(question, resolve_system_prompt(system_prompt))  # [system?, user]: one definition
+    return turns[:-1] + list(history or []) + turns[-1:]
 
 
 def render_prompts(tokenizer, prompts: Sequence[Messages]) -> list[str]:
