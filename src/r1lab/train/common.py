@@ -169,6 +169,18 @@ def push_final_model(stage: StageConfig, run: RunConfig, model_dir: Path) -> Non
     log.info("%s: pushed %s to the hub as %s", stage.name, model_dir, repo)
 
 
+def stage_data_options(stage: StageConfig, run: RunConfig) -> dict[str, Any]:
+    """How a training stage reads its data source: the keyword arguments every ``load_*_dataset`` takes."""
+    return {
+        "split": stage.split,
+        "n": stage.n,
+        "system_prompt": run.system_prompt,
+        "seed": run.seed,
+        "columns": stage.columns or None,
+        "on_bad_row": stage.on_bad_row,
+    }
+
+
 def stage_callbacks(run: RunConfig, stage: StageConfig) -> list:
     """r1lab's callbacks for a training stage: the metrics/samples log, complete-checkpoint markers, and
     TensorBoard when the stage reports to it."""

@@ -22,6 +22,7 @@ from r1lab.train.common import (
     push_final_model,
     save_final_model,
     stage_callbacks,
+    stage_data_options,
     train_from,
 )
 
@@ -33,14 +34,7 @@ def grpo_dataset(stage: StageConfig, run: RunConfig):
     from r1lab.data import load_grpo_dataset
 
     return load_grpo_dataset(
-        stage.data or run.data,
-        split=stage.split,
-        n=stage.n,
-        system_prompt=run.system_prompt,
-        seed=run.seed,
-        reply_prefix=run.reply_prefix,
-        columns=stage.columns or None,
-        on_bad_row=stage.on_bad_row,
+        stage.data or run.data, reply_prefix=run.reply_prefix, **stage_data_options(stage, run)
     )
 
 

@@ -23,6 +23,7 @@ from r1lab.train.common import (
     push_final_model,
     save_final_model,
     stage_callbacks,
+    stage_data_options,
     train_from,
 )
 
@@ -67,15 +68,7 @@ def sft_dataset(stage: StageConfig, run: RunConfig):
     else:
         from r1lab.data import load_sft_dataset
 
-        ds = load_sft_dataset(
-            src,
-            split=stage.split,
-            n=stage.n,
-            system_prompt=run.system_prompt,
-            seed=run.seed,
-            columns=stage.columns or None,
-            on_bad_row=stage.on_bad_row,
-        )
+        ds = load_sft_dataset(src, **stage_data_options(stage, run))
     return ds.map(to_prompt_completion, remove_columns=ds.column_names)
 
 
