@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r1lab.distributed import launched_world_size
 from r1lab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -433,14 +434,6 @@ def trl_config_class(kind: str):
     raise ValueError(kind)
 
 
-def world_size() -> int:
-    """Processes taking part in training (``accelerate launch`` sets WORLD_SIZE)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
 def validate(run: RunConfig) -> RunConfig:
     """Check a run before any model loads; raise :class:`UserError` with the fix for the first problem."""
     where = run.source or "recipe"
@@ -611,7 +604,7 @@ def _validate_grpo_batch(stage: StageConfig, here: str, cls) -> None:
     get = lambda k: a[k] if k in a else _default(cls, k)  # noqa: E731
     bs, ga = int(get("per_device_train_batch_size")), int(get("gradient_accumulation_steps"))
     g = int(get("num_generations"))
-    procs = world_size()
+    procs = launched_world_size()
     if g < 2:
         raise UserError(
             f"{here}: num_generations={g}, but GRPO needs at least 2 completions per prompt",
