@@ -33,7 +33,8 @@ def test_stage_verbs_measure_on_a_split_of_the_users_file(tmp_path, capsys):
 def test_a_recipe_run_on_the_users_data_follows_it_too(tmp_path, capsys):
     data = _file(tmp_path, n=100)
     resolved = _dry_run(capsys, ["run", "--config", "seed", "--model", "tiny", "--data", str(data)])
-    assert resolved["eval_data"] == f"{data}:rows=-64:"  # seed.yaml's eval_n; its builtin eval_data dropped
+    # seed.yaml's builtin eval_data is dropped; eval_n 64, but at most a fifth of the file's 100 rows is held out
+    assert resolved["eval_data"] == f"{data}:rows=-20:"
     resolved = _dry_run(capsys, ["run", "--config", "seed", "--model", "tiny", "--data", "builtin:level=2"])
     assert resolved["eval_data"] == "builtin:level=2"
     resolved = _dry_run(capsys, ["run", "--config", "seed", "--model", "tiny", "--system_prompt", "none"])

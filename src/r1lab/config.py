@@ -271,11 +271,7 @@ def _follow_training_data(run: RunConfig) -> None:
     if split is None:
         return
     if split[1] != run.data:
-        log.info(
-            "held-out problems: the last %d rows of %s (training reads the rows before them)",
-            run.eval_n,
-            run.data,
-        )
+        log.info("held-out problems: %s (training reads %s)", split[1], split[0])
     run.data, run.eval_data = split
 
 

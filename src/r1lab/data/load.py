@@ -105,14 +105,16 @@ def parse_source(source: str) -> SourceSpec:
 def heldout_of(data: str, eval_n: int) -> tuple[str, str] | None:
     """``(training source, held-out source)`` for held-out problems that follow the training data: the
     built-in task, a hub dataset or a folder hold theirs (their test split), so both are the source itself;
-    a plain file has none, so its last ``eval_n`` rows are held out and training reads the rows before them.
-    ``None`` when there is nothing to follow (rows already sliced, an unknown source).
+    a plain file has none, so its last ``eval_n`` rows are held out (at most a fifth of a JSONL file's rows,
+    so a small file keeps most of its rows for training) and training reads the rows before them.
+    ``None`` when there is nothing to follow (rows already sliced, a file too small, an unknown source).
 
     >>> heldout_of("builtin:level=2", 32)
     ('builtin:level=2', 'builtin:level=2')
-    >>> import tempfile; f = tempfile.NamedTemporaryFile(suffix=".jsonl")
+    >>> import tempfile; f = tempfile.NamedTemporaryFile("w", suffix=".jsonl")
+    >>> _ = f.write('{"question": "1+1?", "answer": "2"}\\n' * 100); f.flush()
     >>> [s.removeprefix(f.name) for s in heldout_of(f.name, 50)]
-    [':rows=:-50', ':rows=-50:']
+    [':rows=:-20', ':rows=-20:']
     """
     try:
         spec = parse_source(data)
@@ -122,7 +124,13 @@ def heldout_of(data: str, eval_n: int) -> tuple[str, str] | None:
         return data, data
     if spec.options.get("rows") or eval_n <= 0:
         return None
-    return f"{spec.target}:rows=:-{eval_n}", f"{spec.target}:rows=-{eval_n}:"
+    held = eval_n
+    if spec.target.endswith(".jsonl"):  # cheap to count; other formats hold out eval_n rows
+        with open(spec.target, "rb") as f:
+            held = min(eval_n, sum(1 for line in f if line.strip()) // 5)
+    if held < 1:
+        return None
+    return f"{spec.target}:rows=:-{held}", f"{spec.target}:rows=-{held}:"
 
 
 def _row_slice(text: str, source: str) -> slice:
