@@ -44,7 +44,8 @@ def test_a_recipe_run_on_the_users_data_follows_it_too(tmp_path, capsys):
 def test_column_and_bad_row_flags_work_on_stage_verbs(tmp_path, capsys):
     """The data hints name --question-col / --on-bad-row: they exist where training data is read, too."""
     data = tmp_path / "odd.jsonl"
-    rows = [{"q": "", "a": "1"}] + [{"q": f"What is {i} + 2?", "a": str(i + 2)} for i in range(60)]
+    good = [{"q": f"What is {i} + 2?", "a": str(i + 2)} for i in range(60)]
+    rows = [{"q": "", "a": "1"}, *good, {"q": "", "a": "2"}]  # bad rows in the training and held-out parts
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     argv = [
         "grpo",

@@ -66,7 +66,7 @@ def _data_reads(run: RunConfig) -> list[tuple]:
     reads = []
     if run.eval_n > 0 and any(s.trains and s.evaluate for s in run.stages):
         where = "held-out measurement (eval_data, eval_n)"
-        reads.append((where, run.eval_data, "eval", "test", run.eval_n, heldout_columns(run), "error"))
+        reads.append((where, run.eval_data, "eval", "test", run.eval_n, *heldout_read_options(run)))
     for stage in run.stages:
         if stage.kind in ("grpo", "sft", "rs"):
             source, kind, split = (
@@ -88,15 +88,15 @@ def _data_reads(run: RunConfig) -> list[tuple]:
     return reads
 
 
-def heldout_columns(run: RunConfig) -> dict | None:
-    """Column names for the held-out problems: those of the training stage whose file they are carved from
-    (held-out rows follow the training data, so they share its layout)."""
+def heldout_read_options(run: RunConfig) -> tuple[dict | None, str]:
+    """``(columns, on_bad_row)`` for the held-out problems: those of the training stage whose file they are
+    carved from (held-out rows follow the training data, so they share its layout and its bad-row policy)."""
     target = run.eval_data.rpartition(":rows=")[0] or run.eval_data
     for stage in run.stages:
         source = stage.data or run.data
-        if stage.columns and (source.rpartition(":rows=")[0] or source) == target:
-            return stage.columns
-    return None
+        if stage.trains and (source.rpartition(":rows=")[0] or source) == target:
+            return stage.columns or None, stage.on_bad_row
+    return None, "error"
 
 
 def _check_data_source(
@@ -163,7 +163,7 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | 
         out_dir=run.run_dir / "evals" / label,
         max_new_tokens=run.eval_max_new_tokens,
         batch_size=run.eval_batch_size,
-        columns=heldout_columns(run),
+        read_options=heldout_read_options(run),
     )
     return _key_metrics(result)
 
@@ -180,7 +180,7 @@ def _measure(
     batch_size: int,
     temperature: float = 0.0,
     n_samples: int = 1,
-    columns: dict | None = None,
+    read_options: tuple[dict | None, str] = (None, "error"),
 ) -> dict:
     """Evaluate ``model`` on problems of ``source``, asked the run's way (system prompt, reply prefix),
     resumable in ``out_dir``, split over the processes under ``accelerate launch``."""
@@ -192,7 +192,8 @@ def _measure(
             system_prompt=run.system_prompt,
             seed=run.seed,
             reply_prefix=run.reply_prefix,
-            columns=columns,
+            columns=read_options[0],
+            on_bad_row=read_options[1],
         )
     return evaluate(
         model,
