@@ -75,3 +75,19 @@ def test_merged_helpers_keep_one_behaviour_where_the_copies_disagreed():
     assert prompt_prefills_think("<|im_start|>assistant\n<think>  \n") and not prompt_prefills_think(
         "<think> x"
     )
+
+
+def test_one_reference_reader_and_one_number_reading_where_the_copies_disagreed():
+    """#16: the data loader and the accuracy reward read a reference with one function (r1lab.answers), and
+    the majority vote keys a number by the value the verifier would judge, not by its spelling."""
+    from r1lab.answers import reference_answer, strip_thousands
+    from r1lab.evaluate import majority_vote, normalize_answer
+    from r1lab.rewards import reference_answer as rewards_reference
+
+    assert rewards_reference is reference_answer
+    assert reference_answer("#### 1,000") == "1000"  # the rewards' copy kept "1,000"
+    assert reference_answer("$5$") == "5"  # the rewards' copy kept "$5$"
+    assert reference_answer("<answer>7</answer>") == "7"  # the rewards' copy kept the tags
+    assert reference_answer("-12,000") == strip_thousands("-12,000") == "-12000"
+    assert normalize_answer("18 dollars") == normalize_answer("18.00") == normalize_answer("18")
+    assert majority_vote(["18", "19", "18 dollars"], [True, False, True]) == ("18", True)

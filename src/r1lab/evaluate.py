@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab import distributed
+from r1lab.answers import plain_number
 from r1lab.errors import UserError
 from r1lab.io import append_jsonl, atomic_write_json, read_jsonl
 
@@ -65,21 +66,20 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-_NUMBER_WITH_COMMAS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
-
-
 def normalize_answer(answer: str) -> str:
-    """A voting key for an extracted answer: trims spaces, ``$`` and a trailing period, and drops
-    thousands separators in plain numbers, so ``"1,000."`` and ``"1000"`` vote together.
+    """A voting key for an extracted answer: a plain number by its value (so ``"1,000."``, ``"1000"`` and
+    ``"$1000.00"`` vote together, as the verifier would judge them), anything else with spaces, ``$`` and a
+    trailing period trimmed.
 
-    >>> normalize_answer(" $1,000$. ")
-    '1000'
-    >>> normalize_answer("\\\\frac{1}{2}")
+    >>> normalize_answer(" $1,000$. "), normalize_answer("18 dollars"), normalize_answer("0.50")
+    ('1000', '18', '1/2')
+    >>> normalize_answer("\\\\frac{1}{2} .")
     '\\\\frac{1}{2}'
     """
+    value = plain_number(answer)
+    if value is not None:
+        return str(value)
     s = answer.strip().rstrip(".").strip().strip("$").strip().rstrip(".").strip()
-    if _NUMBER_WITH_COMMAS.match(s):
-        s = s.replace(",", "")
     return re.sub(r"\s+", "", s)
 
 

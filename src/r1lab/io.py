@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,19 +77,45 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True) -> Iterator[dict]:
-    """Yield rows of a JSONL file written by :func:`append_jsonl`; a final line cut short by a
-    kill is skipped when ``tolerate_torn_tail``."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
+@dataclass(frozen=True)
+class JsonlLine:
+    """One non-blank line of JSON Lines text: its 1-based ``number``, the parsed ``value`` (None when the
+    line is not JSON, ``error`` then says why) and whether it is the text's ``last`` line (where a kill
+    mid-append leaves a torn line)."""
+
+    number: int
+    value: Any
+    error: json.JSONDecodeError | None
+    last: bool
+
+
+def jsonl_lines(text: str) -> Iterator[JsonlLine]:
+    """Parse JSON Lines text line by line. The one JSONL parser: data files (errors that name the line),
+    run logs (a torn last line is skipped) and the report (bad lines counted) differ only in what they do
+    with a bad line.
+
+    >>> [(x.number, x.value, x.error is not None, x.last) for x in jsonl_lines('{"a": 1}\\n\\n{"b"')]
+    [(1, {'a': 1}, False, False), (3, None, True, True)]
+    """
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if tolerate_torn_tail and i == len(lines) - 1:
+            yield JsonlLine(number, json.loads(line), None, number == len(lines))
+        except json.JSONDecodeError as err:
+            yield JsonlLine(number, None, err, number == len(lines))
+
+
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True) -> Iterator[dict]:
+    """Yield rows of a JSONL file written by :func:`append_jsonl`; a final line cut short by a
+    kill is skipped when ``tolerate_torn_tail``."""
+    for line in jsonl_lines(Path(path).read_text(encoding="utf-8")):
+        if line.error is not None:
+            if tolerate_torn_tail and line.last:
                 return
-            raise
+            raise line.error
+        yield line.value
 
 
 @contextmanager

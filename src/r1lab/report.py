@@ -30,7 +30,7 @@ from typing import Any
 
 from r1lab.data.formatting import question_of
 from r1lab.errors import UserError
-from r1lab.io import atomic_write_text
+from r1lab.io import atomic_write_text, jsonl_lines
 from r1lab.rewards.extract import completion_text
 
 logger = logging.getLogger(__name__)
@@ -77,19 +77,9 @@ def read_rows(path: Path, problems: list[str]) -> list[dict]:
     """Rows of a JSONL file; unreadable lines are skipped and noted in ``problems``."""
     if not path.is_file():
         return []
-    rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1
+    lines = list(jsonl_lines(path.read_text(encoding="utf-8", errors="replace")))
+    rows = [line.value for line in lines if isinstance(line.value, dict)]
+    bad = len(lines) - len(rows)
     if bad:
         problems.append(f"{path.name}: skipped {bad} unreadable line(s)")
     return rows

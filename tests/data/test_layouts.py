@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from r1lab.data.answers import after_hashes, last_boxed, looks_parseable, reference_from_answer
+from r1lab.answers import after_hashes, last_boxed, reference_answer
+from r1lab.data.answers import looks_parseable
 from r1lab.data.formatting import template_prefills_think, to_r1_trace
 from r1lab.data.layouts import detect_layout, extract
 from r1lab.errors import UserError
@@ -105,9 +106,9 @@ def test_reference_extraction_shapes():
     assert after_hashes("x\n#### -3") == "-3"
     assert last_boxed("\\boxed{\\text{(A)}} then \\fbox{B}") == "B"
     assert last_boxed("\\boxed{a{b{c}}d}") == "a{b{c}}d"
-    assert reference_from_answer("#### 1,000") == "1000"
-    assert reference_from_answer("(1,2)") == "(1,2)"
-    assert reference_from_answer("$x^2$") == "x^2"
+    assert reference_answer("#### 1,000") == "1000"
+    assert reference_answer("(1,2)") == "(1,2)"
+    assert reference_answer("$x^2$") == "x^2"
     assert looks_parseable("x" * 301) == "reference answer longer than 300 characters"
     assert looks_parseable("...") == "reference answer has no digits, letters or LaTeX"
 
@@ -178,6 +179,6 @@ def test_math500_reference_answers_pass_through_unchanged():
         pytest.skip("the rewards fixture is not in this checkout")
     answers = [json.loads(line)["answer"] for line in fixture.read_text().splitlines()]
     assert len(answers) == 500
-    assert all(looks_parseable(reference_from_answer(a)) is None for a in answers)
-    changed = {a: reference_from_answer(a) for a in answers if reference_from_answer(a) != a.strip()}
+    assert all(looks_parseable(reference_answer(a)) is None for a in answers)
+    changed = {a: reference_answer(a) for a in answers if reference_answer(a) != a.strip()}
     assert changed == {"58,500": "58500"}

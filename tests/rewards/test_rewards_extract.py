@@ -73,7 +73,7 @@ def test_last_boxed_handles_nesting_and_unbalanced():
     [
         ("72", "72"),
         ("She sold 48 + 24 = 72 clips.\n#### 72", "72"),
-        ("#### 1,000", "1,000"),
+        ("#### 1,000", "1000"),  # #16: one reader; thousands separators dropped, as in data
         (r"Thus $x = \boxed{3\sqrt{13}}$.", r"3\sqrt{13}"),
         (r"\frac{3}{4}", r"\frac{3}{4}"),
     ],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -123,26 +122,9 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
 def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"file not found: {path}", hint="give a JSONL file with one completion per line")
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{path}:{n}: not valid JSON ({exc.msg})", hint="each line must be one JSON object"
-            ) from exc
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    if not rows:
-        raise UserError(f"{path}: no rows", hint="the file is empty")
-    return rows
+    from r1lab.data.files import read_jsonl
+
+    return [row for _, row in read_jsonl(path)]  # the data files' reader: errors name the line
 
 
 def _columns(rows: list[dict], path: Path, completion_field: str) -> tuple[list, dict[str, list]]:

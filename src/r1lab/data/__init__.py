@@ -12,7 +12,7 @@ Modules: ``synthetic`` (built-in task), ``sources`` (hub names), ``files`` (loca
 ``validate`` (row checks, contamination), ``normalize`` (what "same problem" means), ``load``.
 """
 
-from r1lab.data.answers import last_boxed, reference_from_answer, reference_from_solution
+from r1lab.answers import last_boxed, reference_answer, reference_from_solution
 from r1lab.data.formatting import template_prefills_think, to_r1_trace
 from r1lab.data.layouts import Layout, Record, detect_layout
 from r1lab.data.load import (
@@ -47,7 +47,7 @@ __all__ = [
     "make_problems",
     "normalize_text",
     "parse_source",
-    "reference_from_answer",
+    "reference_answer",
     "reference_from_solution",
     "template_prefills_think",
     "to_r1_trace",

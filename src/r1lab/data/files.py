@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from r1lab.errors import UserError
+from r1lab.io import jsonl_lines
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 Rows = Iterator[tuple[str, dict]]
@@ -42,27 +43,22 @@ def _read_text(path: Path) -> str:
 def read_jsonl(path: Path) -> Rows:
     """Rows of a JSON Lines file; blank lines are ignored."""
     text = _read_text(path)
-    lines = text.splitlines()
     count = 0
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            truncated = i == len(lines) and not text.endswith("\n")
+    for line in jsonl_lines(text):
+        if line.error is not None:
+            truncated = line.last and not text.endswith("\n")
             raise UserError(
-                f"{path} line {i}: invalid JSON ({err.msg} at column {err.colno})"
+                f"{path} line {line.number}: invalid JSON ({line.error.msg} at column {line.error.colno})"
                 + (" - the file looks truncated" if truncated else ""),
                 hint="each line must be one JSON object; fix or delete that line",
             ) from None
-        if not isinstance(row, dict):
+        if not isinstance(line.value, dict):
             raise UserError(
-                f"{path} line {i}: expected a JSON object, got {type(row).__name__}",
+                f"{path} line {line.number}: expected a JSON object, got {type(line.value).__name__}",
                 hint='each line must look like {"question": ..., "answer": ...}',
             )
         count += 1
-        yield f"{path.name} line {i}", row
+        yield f"{path.name} line {line.number}", line.value
     if count == 0:
         raise UserError(f"{path} has no rows", hint="the file is empty; check the path or regenerate it")
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import re
 
-from r1lab.answers import THINK_OPEN
-from r1lab.data.answers import last_boxed, reference_from_solution
+from r1lab.answers import THINK_OPEN, last_boxed, reference_from_solution
 
 _BESPOKE = (
     ("<|begin_of_thought|>", "<think>"),

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from r1lab.data.answers import gsm8k_steps, reference_from_answer, reference_from_solution
+from r1lab.answers import reference_answer, reference_from_solution
+from r1lab.data.answers import gsm8k_steps
 from r1lab.errors import UserError
 
 QUESTION_COLS = ("problem", "question", "query", "instruction", "input", "prompt")
@@ -201,7 +202,7 @@ def extract(row: dict, layout: Layout) -> Record:
         # A reference column wins over the assistant turn (a saved GRPO file has prompt + solution).
         answer = _text(row, layout.answer)[0] or _text(row, layout.solution)[0]
         if answer is not None:
-            rec.answer = reference_from_answer(answer)
+            rec.answer = reference_answer(answer)
         elif assistants:
             rec.answer = reference_from_solution(assistants[-1])
         if rec.problem is None:
@@ -220,7 +221,7 @@ def extract(row: dict, layout: Layout) -> Record:
         rec.error = err
         return rec
     if answer is not None:
-        rec.answer = reference_from_answer(answer)
+        rec.answer = reference_answer(answer)
     elif solution is not None:
         rec.answer = reference_from_solution(solution)
     if solution is not None:

@@ -12,13 +12,8 @@ Public API::
 Importing this package is light (no torch); math-verify loads in worker processes on first use.
 """
 
-from r1lab.rewards.extract import (
-    DEFAULT_FALLBACKS,
-    completion_text,
-    extract,
-    extract_answer,
-    reference_answer,
-)
+from r1lab.answers import reference_answer  # the reward's reference is the data loader's
+from r1lab.rewards.extract import DEFAULT_FALLBACKS, completion_text, extract, extract_answer
 from r1lab.rewards.functions import (
     AccuracyReward,
     CosineReward,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, last_boxed
+from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, NUMBER_RE, THINK_CLOSE, last_boxed, plain_number
 
 DEFAULT_FALLBACKS: tuple[str, ...] = ("boxed", "answer_is", "last_number")
 KNOWN_FALLBACKS = ("boxed", "answer_is", "last_number")
@@ -27,16 +27,6 @@ _ANSWER_IS_RE = re.compile(
     r"(?:final answer|answer)\s*(?:is|=|:)\s*:?\s*(.{1,200}?)\s*(?:\.\s|\.$|$|\n)",
     re.IGNORECASE,
 )
-# A number as people write it: optional sign, thousands separators or plain digits, optional decimals.
-_NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
-_NUMBER_RE = re.compile(_NUMBER)
-# A plain numeric answer, possibly dressed: "$18", "\$18", "18.00", "18 dollars", "18%", "$18$.".
-_PLAIN_NUMBER_RE = re.compile(
-    r"^\s*\$?\s*(?:\\\$|\$)?\s*(?P<num>"
-    + _NUMBER
-    + r")\s*(?:\\%|%)?\s*(?:[a-zA-Z]{2,}(?:\s+[a-zA-Z]+)?)?\s*\$?\s*\.?\s*$"
-)
-_GSM8K_RE = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -84,7 +74,7 @@ def _answer_is(text: str) -> str | None:
 
 
 def _last_number(text: str) -> str | None:
-    matches = _NUMBER_RE.findall(text[-MAX_TAIL_CHARS:])
+    matches = NUMBER_RE.findall(text[-MAX_TAIL_CHARS:])
     return matches[-1] if matches else None
 
 
@@ -157,50 +147,6 @@ def extract_answer(text: str, fallbacks: tuple[str, ...] | list[str] = DEFAULT_F
     True
     """
     return extract(text, fallbacks).answer
-
-
-def reference_answer(solution: str) -> str:
-    """The answer part of a reference: after ``####`` (GSM8K), the last ``\\boxed{}`` of a worked
-    solution, else the whole string (a bare answer such as ``72`` or ``\\frac{3}{4}``).
-
-    >>> reference_answer("Natalia sold 48/2 = 24 clips.\\n#### 72")
-    '72'
-    >>> reference_answer(r"... so the total is $\\boxed{3\\sqrt{13}}$.")
-    '3\\\\sqrt{13}'
-    """
-    solution = str(solution)
-    if "####" in solution:
-        m = _GSM8K_RE.search(solution[solution.rfind("####") :])
-        if m:
-            return m.group(1).strip()
-    if "\\boxed" in solution or "\\fbox" in solution:
-        boxed = last_boxed(solution)
-        if boxed is not None:
-            return boxed
-    return solution.strip()
-
-
-def plain_number(text: str | None) -> Fraction | None:
-    """The exact value of a plainly written number (``"1,000"``, ``"$18"``, ``"18.00"``, ``"18 dollars"``),
-    or None when ``text`` is anything richer (LaTeX, expressions, several numbers).
-
-    >>> plain_number("$1,000.50")
-    Fraction(2001, 2)
-    >>> plain_number("18 dollars")
-    Fraction(18, 1)
-    >>> plain_number(r"\\frac{1}{2}") is None
-    True
-    """
-    if text is None or len(text) > 100:
-        return None
-    m = _PLAIN_NUMBER_RE.match(text)
-    if not m:
-        return None
-    num = m.group("num").replace(",", "")
-    try:
-        return Fraction(num)
-    except (ValueError, ZeroDivisionError):
-        return None
 
 
 _FRAC_RE = re.compile(

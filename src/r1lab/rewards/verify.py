@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from r1lab.rewards.extract import reference_answer, simple_rational
+from r1lab.answers import reference_answer
+from r1lab.rewards.extract import simple_rational
 
 log = logging.getLogger(__name__)
 
