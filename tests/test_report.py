@@ -74,15 +74,15 @@ def make_run(run: Path, *, steps: int = 30) -> Path:
                     "status": "done",
                     "seconds": 12.5,
                     "model": str(run / "grpo/model"),
-                    "metrics_before": {"pass@1": 0.1, "format_rate": 0.0, "mean_completion_tokens": 92.0},
-                    "metrics_after": {"pass@1": 0.4, "format_rate": 0.9, "mean_completion_tokens": 31.5},
+                    "metrics_before": {"accuracy": 0.1, "format_rate": 0.0, "mean_completion_tokens": 92.0},
+                    "metrics_after": {"accuracy": 0.4, "format_rate": 0.9, "mean_completion_tokens": 31.5},
                 },
                 {
                     "name": "sft",
                     "kind": "sft",
                     "status": "done",
                     "seconds": 3.0,
-                    "metrics_after": {"pass@1": 0.5},
+                    "metrics_after": {"accuracy": 0.5},
                 },
             ],
         },
@@ -113,7 +113,7 @@ def test_full_run_report_has_every_section_and_valid_images(tmp_path):
         "metrics.jsonl: skipped 1",
     ):
         assert text in html
-    assert "<td>40.0%</td>" in html  # pass@1 after grpo, in the eval table: rates in percent
+    assert "<td>40.0%</td>" in html  # accuracy after grpo, in the eval table: rates in percent
     assert '<tr><td class="l">sft (after)</td><td>50.0%</td>' in html
 
 

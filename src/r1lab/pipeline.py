@@ -23,7 +23,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from r1lab import distributed
 from r1lab.config import RunConfig, StageConfig, validate
@@ -37,6 +36,7 @@ from r1lab.models import resolve_model
 from r1lab.report import write_report
 from r1lab.rewards import get_reward_funcs
 from r1lab.stats import describe_test, paired_tests
+from r1lab.summary import Metrics, StageEntry, Summary, metrics_of, read_summary, stage_entry
 
 log = logging.getLogger(__name__)
 
@@ -114,32 +114,15 @@ def _check_data_source(
 # ------------------------------------------------------------------------------------- summary
 
 
-def load_summary(run: RunConfig) -> dict:
-    path = run.run_dir / "summary.json"
-    if path.is_file():
-        import json
-
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and data.get("name") == run.name:
-                data.setdefault("stages", [])
-                return data
-        except ValueError:
-            log.warning("ignoring unreadable %s", path)
-    return {"name": run.name, "model": run.model, "stages": []}
+def load_summary(run: RunConfig) -> Summary:
+    return read_summary(run.run_dir / "summary.json", run.name, run.model)
 
 
-def _entry(summary: dict, stage: StageConfig) -> dict:
-    for e in summary["stages"]:
-        if e.get("name") == stage.name:
-            e["kind"] = stage.kind
-            return e
-    e = {"name": stage.name, "kind": stage.kind, "status": "pending"}
-    summary["stages"].append(e)
-    return e
+def _entry(summary: Summary, stage: StageConfig) -> StageEntry:
+    return stage_entry(summary, stage.name, stage.kind)
 
 
-def _save_summary(run: RunConfig, summary: dict) -> None:
+def _save_summary(run: RunConfig, summary: Summary) -> None:
     if is_main_process():
         order = {s.name: i for i, s in enumerate(run.stages)}
         summary["stages"].sort(key=lambda e: order.get(e.get("name"), len(order)))
@@ -149,7 +132,7 @@ def _save_summary(run: RunConfig, summary: dict) -> None:
 # ------------------------------------------------------------------------------------ evaluation
 
 
-def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | None:
+def heldout_metrics(model: str, run: RunConfig, label: str) -> Metrics | None:
     """Accuracy, format rate, mean completion tokens on ``run.eval_n`` held-out problems (greedy)."""
     if run.eval_n <= 0:
         return None
@@ -165,7 +148,7 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> dict[str, Any] | 
         batch_size=run.eval_batch_size,
         read_options=heldout_read_options(run),
     )
-    return _key_metrics(result)
+    return metrics_of(result)
 
 
 def _measure(
@@ -207,13 +190,6 @@ def _measure(
         across_processes=True,
         on_progress=progress_log(f"measuring {out_dir.name}: problems done", len(ds)),
     )
-
-
-def _key_metrics(result: dict) -> dict[str, Any]:
-    out = {"accuracy": result.get("pass@1")}
-    for k in ("format_rate", "mean_completion_tokens", "truncation_rate", "n_items"):
-        out[k] = result.get(k)
-    return out
 
 
 def stage_rewards(run: RunConfig, stage: str) -> list[float]:
@@ -330,7 +306,7 @@ def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) ->
     return out
 
 
-def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> dict:
+def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> Summary:
     """Run (or resume) every stage of ``run``; returns the summary (also in ``runs/<name>/summary.json``).
 
     ``only`` restricts the run to the named stages (earlier finished stages still provide the model).
@@ -350,12 +326,12 @@ class _Progress:
     """Where a run stands between stages: its summary, the model the next stage starts from (the last
     trained one), and that model's held-out metrics."""
 
-    summary: dict
+    summary: Summary
     model: str
-    metrics: dict | None
+    metrics: Metrics | None
 
 
-def _run_stages(run: RunConfig, only: list[str] | None) -> dict:
+def _run_stages(run: RunConfig, only: list[str] | None) -> Summary:
     _write_resolved_config(run)
     progress = _Progress(load_summary(run), run.model, None)
     progress.summary["model"] = run.model
@@ -379,7 +355,7 @@ def _write_resolved_config(run: RunConfig) -> None:
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
 
 
-def _base_metrics(run: RunConfig, summary: dict) -> dict | None:
+def _base_metrics(run: RunConfig, summary: Summary) -> Metrics | None:
     """The starting model's held-out metrics (measured once; a rerun reads them from the summary)."""
     if summary.get("base_metrics") is None and any(s.trains and s.evaluate for s in run.stages):
         summary["base_metrics"] = heldout_metrics(run.model, run, "base")
@@ -425,7 +401,7 @@ def _run_stage(stage: StageConfig, run: RunConfig, progress: _Progress, *, wante
 
 
 def _finish_trained_stage(
-    stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, stage_dir: Path
+    stage: StageConfig, run: RunConfig, progress: _Progress, entry: StageEntry, stage_dir: Path
 ):
     model_out = str(stage_dir / "model")
     if entry.get("status") != "done" or _evaluation_missing(stage, run, entry):
@@ -441,7 +417,9 @@ def _finish_trained_stage(
     progress.model = model_out
 
 
-def _train(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str) -> None:
+def _train(
+    stage: StageConfig, run: RunConfig, progress: _Progress, entry: StageEntry, start_model: str
+) -> None:
     t0 = time.time()
     model_out = str(_run_training(stage, run, start_model, run.run_dir / stage.name))
     _release_memory()
@@ -450,7 +428,9 @@ def _train(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict,
     progress.model = model_out
 
 
-def _rejection_sample(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str):
+def _rejection_sample(
+    stage: StageConfig, run: RunConfig, progress: _Progress, entry: StageEntry, start_model: str
+):
     from r1lab.train.rejection import run_rejection_sampling  # imports torch/transformers
 
     entry["stats"] = run_rejection_sampling(
@@ -459,12 +439,16 @@ def _rejection_sample(stage: StageConfig, run: RunConfig, progress: _Progress, e
     entry["model"] = start_model
 
 
-def _evaluate(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str) -> None:
+def _evaluate(
+    stage: StageConfig, run: RunConfig, progress: _Progress, entry: StageEntry, start_model: str
+) -> None:
     result = _run_eval(stage, run, start_model, run.run_dir / stage.name)
-    entry.update(model=start_model, metrics_after=_key_metrics(result), result=result)
+    entry.update(model=start_model, metrics_after=metrics_of(result), result=result)
 
 
-def _ask_questions(stage: StageConfig, run: RunConfig, progress: _Progress, entry: dict, start_model: str):
+def _ask_questions(
+    stage: StageConfig, run: RunConfig, progress: _Progress, entry: StageEntry, start_model: str
+):
     entry.update(model=start_model, answers=_main_only(_run_inference, stage, run, start_model, run.model))
 
 
@@ -478,7 +462,7 @@ STAGE_RUNNERS = {
 }
 
 
-def _heldout_to_tensorboard(run: RunConfig, metrics: dict | None, *, step: int) -> None:
+def _heldout_to_tensorboard(run: RunConfig, metrics: Metrics | None, *, step: int) -> None:
     """Held-out metrics to TensorBoard (``tb/heldout``), x = position in the pipeline (0: the base model)."""
     if not metrics or not is_main_process():
         return
@@ -490,13 +474,18 @@ def _heldout_to_tensorboard(run: RunConfig, metrics: dict | None, *, step: int) 
                 writer.add_scalar(f"heldout/{key}", value, step)
 
 
-def _evaluation_missing(stage: StageConfig, run: RunConfig, entry: dict) -> bool:
+def _evaluation_missing(stage: StageConfig, run: RunConfig, entry: StageEntry) -> bool:
     return bool(stage.evaluate and run.eval_n > 0 and not entry.get("metrics_after"))
 
 
 def _evaluate_stage(
-    stage: StageConfig, run: RunConfig, summary: dict, entry: dict, model_out: str, before: dict | None
-) -> dict | None:
+    stage: StageConfig,
+    run: RunConfig,
+    summary: Summary,
+    entry: StageEntry,
+    model_out: str,
+    before: Metrics | None,
+) -> Metrics | None:
     """Measure a trained stage's model on the held-out problems (resumable: evals/<stage>/), test it against
     the base model, and record both in its summary entry. Returns the metrics later stages start from."""
     after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
@@ -605,7 +594,7 @@ def _write_report(run_dir: Path) -> None:
 # ------------------------------------------------------------------------------------ printing
 
 
-def summary_tables(summary: dict) -> list:
+def summary_tables(summary: Summary) -> list:
     """Rich renderables for the end of a run: one row per stage, what each stage achieved (as prose lines, so
     an 80-column terminal does not squeeze them into a column), then base vs final model."""
     from rich.table import Table

@@ -32,6 +32,7 @@ from r1lab.data.formatting import question_of
 from r1lab.errors import UserError
 from r1lab.io import atomic_write_text, jsonl_lines
 from r1lab.rewards.extract import completion_text
+from r1lab.summary import METRIC_KEYS, METRIC_LABELS, RATE_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -51,22 +52,6 @@ REFLECTION_PHRASES = (
     "mistake",
     "let me re",
 )
-
-EVAL_KEYS = ("pass@1", "format_rate", "mean_completion_tokens", "truncation_rate", "n_items")
-# The pipeline stores pass@1 as "accuracy" in metrics_before/after; either name is read.
-ALIASES = {"pass@1": ("pass@1", "accuracy")}
-
-
-def eval_value(metrics: Any, key: str) -> Any:
-    """``metrics[key]`` trying the key's aliases (``pass@1`` is also read as ``accuracy``).
-
-    >>> eval_value({"accuracy": 0.5}, "pass@1")
-    0.5
-    """
-    if not isinstance(metrics, dict):
-        return None
-    return next((metrics[k] for k in ALIASES.get(key, (key,)) if metrics.get(k) is not None), None)
-
 
 # --------------------------------------------------------------------------------------------
 # Reading the run directory (tolerant: a report of a half-finished run is still useful)
@@ -219,17 +204,14 @@ def line_plot(
     return _png(fig)
 
 
-RATE_KEYS = ("pass@1", "format_rate", "truncation_rate")
-
-
-def eval_bar_plot(stages: list[dict], key: str = "pass@1") -> str | None:
+def eval_bar_plot(stages: list[dict], key: str = "accuracy") -> str | None:
     """Grouped bars of ``key`` before and after each stage that recorded evaluation metrics, labelled with their
     values; rates on a 0-100% axis (so all-zero bars still have a sensible one)."""
     rows = [
         (
             s.get("name", "?"),
-            _number(eval_value(s.get("metrics_before"), key)),
-            _number(eval_value(s.get("metrics_after"), key)),
+            _number(_metric(s.get("metrics_before"), key)),
+            _number(_metric(s.get("metrics_after"), key)),
         )
         for s in stages
     ]
@@ -256,20 +238,12 @@ def eval_bar_plot(stages: list[dict], key: str = "pass@1") -> str | None:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     else:
         ax.set_ylim(0, top * 1.15 if top > 0 else 1)
-    label = EVAL_LABELS.get(key, key)
+    label = METRIC_LABELS.get(key, key)
     ax.set_ylabel(label)
     ax.set_title(f"{label} before / after each stage", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
-
-
-EVAL_LABELS = {
-    "pass@1": "accuracy",
-    "format_rate": "format rate",
-    "mean_completion_tokens": "mean length (tokens)",
-    "truncation_rate": "truncated",
-}
 
 
 def _fmt_value(v: float | None, rate: bool) -> str:
@@ -403,7 +377,7 @@ def _eval_table(stages: list[dict], base: dict | None = None) -> str:
     summary has them (an interrupted run then still shows what was measured)."""
     rows = []
     if isinstance(base, dict) and base and not any(s.get("metrics_before") for s in stages):
-        rows.append(["base model", *(_cell(eval_value(base, k), k) for k in EVAL_KEYS)])
+        rows.append(["base model", *(_cell(_metric(base, k), k) for k in METRIC_KEYS)])
     for s in stages:
         for when in ("metrics_before", "metrics_after"):
             m = s.get(when)
@@ -411,10 +385,14 @@ def _eval_table(stages: list[dict], base: dict | None = None) -> str:
                 rows.append(
                     [
                         f"{s.get('name', '?')} ({when.removeprefix('metrics_')})",
-                        *(_cell(eval_value(m, k), k) for k in EVAL_KEYS),
+                        *(_cell(_metric(m, k), k) for k in METRIC_KEYS),
                     ]
                 )
-    return _table(["stage", *(EVAL_LABELS.get(k, k) for k in EVAL_KEYS)], rows) if rows else ""
+    return _table(["stage", *(METRIC_LABELS.get(k, k) for k in METRIC_KEYS)], rows) if rows else ""
+
+
+def _metric(metrics: Any, key: str) -> Any:
+    return metrics.get(key) if isinstance(metrics, dict) else None
 
 
 def _cell(v: Any, key: str) -> Any:
@@ -542,8 +520,8 @@ def _evaluation_section(stages: list[dict], base: dict | None) -> str:
     if not table:
         return head + '<p class="empty">no evaluation metrics recorded</p>'
     plots = [
-        _img(eval_bar_plot(stages, key), f"{EVAL_LABELS[key]} before and after each stage")
-        for key in ("pass@1", "format_rate", "mean_completion_tokens")
+        _img(eval_bar_plot(stages, key), f"{METRIC_LABELS[key]} before and after each stage")
+        for key in ("accuracy", "format_rate", "mean_completion_tokens")
     ]
     return head + '<div class="grid">' + "".join(plots) + "</div>" + table + _significance_table(stages)
 

@@ -81,7 +81,9 @@ def test_bad_json_line_is_located(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"completion": "x", "solution": "1"}\nnot json\n')
     assert main(["rewards", "score", str(bad)]) == 2
-    assert "bad.jsonl line 2: invalid JSON" in capsys.readouterr().err  # #16: the data files' reader and wording
+    assert (
+        "bad.jsonl line 2: invalid JSON" in capsys.readouterr().err
+    )  # #16: the data files' reader and wording
 
 
 def test_audit_default_stack_has_no_probe_above_honest(capsys):
