@@ -19,7 +19,8 @@ greedy output is token for token what ``model.generate`` gives each prompt alone
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from r1lab.compat import cache_argument
@@ -158,6 +159,18 @@ def group_repeats(rows: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[
             unique.append(row)
             counts.append(1)
     return unique, counts
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """``model`` without dropout while it decodes, back in its previous mode afterwards (a GRPO rollout
+    happens mid-training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def fast_decode_supported(model) -> bool:

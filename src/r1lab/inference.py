@@ -23,7 +23,7 @@ from typing import Any
 
 from r1lab.answers import ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN  # noqa: F401 (re-exported)
 from r1lab.data.formatting import chat_prompt, prompt_prefills_think, reply_prefix_of  # noqa: F401 (re-exported)
-from r1lab.decoding import decode_shared_prefix, fast_decode_supported
+from r1lab.decoding import decode_shared_prefix, eval_mode, fast_decode_supported
 from r1lab.errors import UserError
 from r1lab.prompts import resolve_system_prompt
 
@@ -104,14 +104,16 @@ def _render(tokenizer, messages: Messages) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids: set[int] = set()
+def _stop_ids(model, tokenizer) -> tuple[set[int], int]:
+    """The token ids that end a completion (the model's generation config and the tokenizer may each name
+    some) and the id that pads a batch (the tokenizer's, else an EOS id)."""
+    eos: set[int] = set()
     for source in (getattr(model, "generation_config", None), tokenizer):
-        eos = getattr(source, "eos_token_id", None)
-        if eos is None:
-            continue
-        ids.update([eos] if isinstance(eos, int) else list(eos))
-    return ids
+        ids = getattr(source, "eos_token_id", None)
+        if ids is not None:
+            eos.update([ids] if isinstance(ids, int) else list(ids))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
+    return eos, pad_id
 
 
 def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
@@ -186,21 +188,14 @@ def iter_generate(
     prompts_per_batch = max(1, batch_size // per_call)
     texts = render_prompts(tokenizer, prompts)
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    lengths = [len(row) for row in ids]
     # Longest first: similar lengths share a batch (less padding) and a too-large batch fails at once.
-    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
-    eos = _eos_ids(model, tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: (-len(ids[i]), i))
+    eos, pad_id = _stop_ids(model, tokenizer)
     if not eos:
         logger.warning("the tokenizer has no EOS token: every completion will run to max_new_tokens")
-    kwargs = sampling_kwargs(temperature, top_p)
     fast = fast_decode and fast_decode_supported(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
-    device = next(model.parameters()).device
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    was_training = model.training
-    model.eval()
-    try:
+    decode = dict(max_new_tokens=max_new_tokens, eos=eos, pad_id=pad_id, temperature=temperature, top_p=top_p)
+    with eval_mode(model):
         for b, start in enumerate(range(0, len(order), prompts_per_batch)):
             idx = order[start : start + prompts_per_batch]
             torch.manual_seed(seed + b)
@@ -209,32 +204,12 @@ def iter_generate(
                 on_step = lambda fraction, done=start, n=len(idx): on_progress(done + fraction * n)  # noqa: E731
             with torch.inference_mode():
                 if fast:
-                    gen_rows = decode_shared_prefix(
-                        model,
-                        [ids[i] for i in idx],
-                        per_prompt=per_call,
-                        max_new_tokens=max_new_tokens,
-                        eos=eos,
-                        pad_id=pad_id,
-                        temperature=temperature,
-                        top_p=top_p,
-                        on_step=on_step,
+                    rows = decode_shared_prefix(
+                        model, [ids[i] for i in idx], per_prompt=per_call, on_step=on_step, **decode
                     )
                 else:
-                    enc = tokenizer(
-                        [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-                    )
-                    enc = {k: v.to(device) for k, v in enc.items()}
-                    out = model.generate(
-                        **enc,
-                        max_new_tokens=max_new_tokens,
-                        num_return_sequences=per_call,
-                        use_cache=True,
-                        pad_token_id=pad_id,
-                        **kwargs,
-                    )
-                    gen_rows = out[:, enc["input_ids"].shape[1] :].tolist()
-            flat = [_completion(r, eos, tokenizer) for r in gen_rows]
+                    rows = _hf_generate(model, tokenizer, [texts[i] for i in idx], per_call, **decode)
+            flat = [_completion(r, eos, tokenizer) for r in rows]
             grouped = [
                 [
                     _with_prefix(reply_prefix_of(prompts[i]), c)
@@ -242,12 +217,30 @@ def iter_generate(
                 ]
                 for j, i in enumerate(idx)
             ]
-            if greedy and n_samples > 1:
-                grouped = [g * n_samples for g in grouped]
-            yield idx, grouped
+            # Greedy decoding gives every sample of a prompt the same completion: decoded once, repeated.
+            yield idx, [g * n_samples for g in grouped] if greedy and n_samples > 1 else grouped
+
+
+def _hf_generate(
+    model, tokenizer, texts: list[str], per_prompt: int, *, max_new_tokens, eos, pad_id, temperature, top_p
+) -> list[list[int]]:
+    """New token ids of ``per_prompt`` completions of each text by ``model.generate`` (left-padded batch):
+    the path for models the shared-prefix decoder does not support."""
+    old_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # new tokens follow every prompt
+    try:
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = old_side
-        model.train(was_training)
+    enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
+    out = model.generate(
+        **enc,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=per_prompt,
+        use_cache=True,
+        pad_token_id=pad_id,
+        **sampling_kwargs(temperature, top_p),
+    )
+    return out[:, enc["input_ids"].shape[1] :].tolist()
 
 
 def generate(
@@ -439,8 +432,7 @@ def stream_generate(
     enc = tokenizer([text], return_tensors="pt", add_special_tokens=False)
     enc = {k: v.to(device) for k, v in enc.items()}
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-    eos = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
+    eos, pad_id = _stop_ids(model, tokenizer)
     box: dict[str, Any] = {}
 
     def work() -> None:

@@ -26,6 +26,7 @@ from trl import GRPOTrainer
 from r1lab.compat import summon_full_params, trainer_tokenizer
 from r1lab.decoding import (
     decode_shared_prefix,
+    eval_mode,
     fast_decode_supported,
     group_repeats,
     sampling_from_generation_config,
@@ -153,9 +154,7 @@ def rollout(
     """Completion token ids (cut after the first EOS, which is kept) for each row of ``prompt_ids``, in
     order; identical consecutive rows (a prompt's ``num_generations`` copies) are prefilled once."""
     unique, counts = group_repeats(prompt_ids)
-    was_training = model.training
-    model.eval()  # no dropout while sampling, as in generate()
-    try:
+    with eval_mode(model):  # no dropout while sampling, as in generate()
         return decode_shared_prefix(
             model,
             unique,
@@ -165,8 +164,6 @@ def rollout(
             pad_id=pad_id,
             sampling=sampling,
         )
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager
