@@ -332,7 +332,9 @@ def evaluate(
     on_progress: Callable[[float, int], None] | None = None,
     across_processes: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a model on a math dataset; returns the summary dict.
+    """Evaluate a model on a math dataset; returns the summary dict. (Its length is its arguments, the
+    public face of ``r1lab eval``; the body is named steps: earlier results, this process's share,
+    generate and judge, gather, summarize.)
 
     Args:
         model_spec_or_pair: a model spec for ``r1lab.models.load_model`` (``"tiny"``,
@@ -381,18 +383,12 @@ def evaluate(
     )
     n_resumed = len(done)
 
-    # Each process takes its share of what is left (vLLM: rank 0 generates it all); rank 0 writes.
-    todo = [i for i, key in enumerate(keys) if key not in done]
-    split = across_processes and distributed.num_processes() > 1
-    writer = distributed.is_main_process() if split else True
-    if split:
-        todo = distributed.shard(todo) if chosen == "hf" else (todo if writer else [])
+    todo, split, writer = _my_share(
+        [i for i, key in enumerate(keys) if key not in done], chosen, across_processes
+    )
     items_file = out / ITEMS_FILE if out is not None and writer else None
 
-    def progress(n_done: float) -> None:
-        if on_progress is not None:
-            on_progress(n_done, len(rows))
-
+    progress = (lambda n_done: on_progress(n_done, len(rows))) if on_progress else (lambda n_done: None)
     t0 = time.perf_counter()
     made, new_tokens = _generate_and_judge(
         model_spec_or_pair,
@@ -414,17 +410,13 @@ def evaluate(
 
     summary = _summarize([_rescore(done[key], k) for key in keys], k)
     summary.update(
-        {
-            "n_samples": n_samples,
-            "temperature": temperature,
-            "max_new_tokens": max_new_tokens,
-            "backend": chosen,
-            "model": model_spec_or_pair if isinstance(model_spec_or_pair, str) else None,
-            "seconds": round(seconds, 3),
-            "new_tokens": new_tokens,
-            "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 and new_tokens else None,
-            "n_resumed": n_resumed,
-        }
+        {k: v for k, v in settings.items() if k != "seed"},
+        backend=chosen,
+        model=model_spec_or_pair if isinstance(model_spec_or_pair, str) else None,
+        seconds=round(seconds, 3),
+        new_tokens=new_tokens,
+        tokens_per_second=round(new_tokens / seconds, 2) if seconds > 0 and new_tokens else None,
+        n_resumed=n_resumed,
     )
     if out is not None and writer:
         atomic_write_json(out / SUMMARY_FILE, summary)
@@ -442,6 +434,17 @@ def check_counts(n_samples: int, k: int, limit: int | None) -> None:
         )
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
+
+
+def _my_share(todo: list[int], backend: str, across_processes: bool) -> tuple[list[int], bool, bool]:
+    """This process's share of the problems left (under ``accelerate launch`` each process takes a slice;
+    with vLLM rank 0 generates them all), whether the work is split over processes, and whether this
+    process writes the results (rank 0, or the only process)."""
+    split = across_processes and distributed.num_processes() > 1
+    writer = distributed.is_main_process() if split else True
+    if split:
+        todo = distributed.shard(todo) if backend == "hf" else (todo if writer else [])
+    return todo, split, writer
 
 
 def _earlier_items(

@@ -53,7 +53,7 @@ def test_stage_judges_with_the_shared_judge_and_writes_sft_rows(tiny_run, monkey
 
     ds = load_grpo_dataset("builtin:level=1", split="train", n=3, system_prompt=None, seed=0)
     seen["answers"] = {p[-1]["content"]: s for p, s in zip(ds["prompt"], ds["solution"], strict=True)}
-    monkeypatch.setattr("r1lab.inference.generate", fake_generate)
+    monkeypatch.setattr(rejection, "generate", fake_generate)
     stats = rejection.run_rejection_sampling(
         run.stages[0], run, model_spec="tiny", stage_dir=run.run_dir / "rs"
     )

@@ -12,7 +12,17 @@ from pathlib import Path
 
 from r1lab.config import RunConfig, StageConfig
 from r1lab.data.formatting import reply_prefix_of
+from r1lab.distributed import (
+    gather_metrics,
+    gather_objects,
+    is_main_process,
+    main_process_first,
+    shard,
+    wait_for_everyone,
+)
+from r1lab.inference import generate, progress_log
 from r1lab.io import atomic_write_json, write_jsonl
+from r1lab.rewards import judge
 
 log = logging.getLogger(__name__)
 
@@ -64,56 +74,19 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
     Under ``accelerate launch`` every process samples its share of the prompts; the main process gathers the
     accepted rows and the counts, and writes the files.
     """
-    from r1lab.distributed import (
-        gather_metrics,
-        gather_objects,
-        is_main_process,
-        main_process_first,
-        shard,
-        wait_for_everyone,
-    )
-    from r1lab.inference import generate, progress_log
-    from r1lab.models import load_model
-    from r1lab.rewards import judge
-    from r1lab.train.grpo import grpo_dataset
+    from r1lab.train.grpo import grpo_dataset  # TRL: loaded when a stage runs
 
-    stage_dir = Path(stage_dir)
     with main_process_first():
         ds = grpo_dataset(stage, run)  # the same prompts a GRPO stage on this data would see
-    model, tokenizer = load_model(
-        model_spec, dtype=run.dtype, device=run.device, trust_remote_code=run.trust_remote_code
-    )
     prompts = shard([list(p) for p in ds["prompt"]])
     solutions = shard([str(s) for s in ds["solution"]])
-    temperature = 1.0 if stage.temperature is None else stage.temperature
-    log.info("%s: sampling %d x %d completions", stage.name, len(prompts), stage.num_samples)
-    outputs = (
-        generate(
-            model,
-            tokenizer,
-            prompts,
-            n_samples=stage.num_samples,
-            temperature=temperature,
-            max_new_tokens=stage.max_new_tokens,
-            batch_size=stage.batch_size,
-            seed=run.seed,
-            on_progress=progress_log(f"{stage.name}: prompts sampled", len(prompts)),
-        )
-        if prompts
-        else []
-    )
-    samples = [[c.text for c in comps] for comps in outputs]
-    flat_texts = [t for texts in samples for t in texts]
-    flat_refs = [solutions[i] for i, texts in enumerate(samples) for _ in texts]
-    flat = judge(flat_texts, flat_refs) if flat_texts else []
-    verdicts, pos = [], 0
-    for texts in samples:
-        verdicts.append(flat[pos : pos + len(texts)])
-        pos += len(texts)
+    samples = _sample(stage, run, model_spec, prompts)
+    verdicts = _judge_samples(samples, solutions)
     rows = select_accepted(prompts, samples, solutions, verdicts, max_per_prompt=stage.max_per_prompt)
+    flat = [v for vs in verdicts for v in vs]
     stats = {
         "prompts": len(prompts),
-        "samples": len(flat_texts),
+        "samples": len(flat),
         "correct": sum(v.correct is True for v in flat),
         "formatted": sum(bool(v.formatted) for v in flat),
         "accepted": sum(v.correct is True and bool(v.formatted) for v in flat),
@@ -123,8 +96,8 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
     rows = [r for part in gather_objects(rows) for r in part]  # rank order = the dataset's order
     stats = gather_metrics(stats, reduce="sum")  # counts over every process's share
     if is_main_process():
-        write_jsonl(stage_dir / "data.jsonl", rows)
-        atomic_write_json(stage_dir / "stats.json", stats)
+        write_jsonl(Path(stage_dir) / "data.jsonl", rows)
+        atomic_write_json(Path(stage_dir) / "stats.json", stats)
     wait_for_everyone()
     log.info(
         "%s: kept %d of %d samples (%d correct, %d formatted)",
@@ -135,3 +108,35 @@ def run_rejection_sampling(stage: StageConfig, run: RunConfig, *, model_spec: st
         stats["formatted"],
     )
     return stats
+
+
+def _sample(stage: StageConfig, run: RunConfig, model_spec: str, prompts: list) -> list[list[str]]:
+    """``stage.num_samples`` completions of each prompt (temperature 1 unless the stage sets one)."""
+    from r1lab.models import load_model  # torch: loaded when a stage runs
+
+    model, tokenizer = load_model(
+        model_spec, dtype=run.dtype, device=run.device, trust_remote_code=run.trust_remote_code
+    )
+    log.info("%s: sampling %d x %d completions", stage.name, len(prompts), stage.num_samples)
+    if not prompts:
+        return []
+    outputs = generate(
+        model,
+        tokenizer,
+        prompts,
+        n_samples=stage.num_samples,
+        temperature=1.0 if stage.temperature is None else stage.temperature,
+        max_new_tokens=stage.max_new_tokens,
+        batch_size=stage.batch_size,
+        seed=run.seed,
+        on_progress=progress_log(f"{stage.name}: prompts sampled", len(prompts)),
+    )
+    return [[c.text for c in comps] for comps in outputs]
+
+
+def _judge_samples(samples: list[list[str]], solutions: list[str]) -> list[list]:
+    """The verdict of each sample, grouped as ``samples`` is (one verifier call for all of them)."""
+    flat_texts = [t for texts in samples for t in texts]
+    flat_refs = [solutions[i] for i, texts in enumerate(samples) for _ in texts]
+    flat = iter(judge(flat_texts, flat_refs) if flat_texts else [])
+    return [[next(flat) for _ in texts] for texts in samples]
