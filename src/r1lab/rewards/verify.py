@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -120,6 +121,18 @@ class _Worker:
         self.kill()
 
 
+@dataclass
+class _Job:
+    """One :meth:`VerifierPool.map` call in flight: the pairs, their results so far, the items not yet sent
+    (popped from the end) and the failures to report."""
+
+    pairs: Sequence
+    results: list[bool | None]
+    timeout: float
+    todo: list[int]
+    errors: list[str] = field(default_factory=list)
+
+
 class VerifierPool:
     """A fixed set of worker processes that verify (answer, reference) pairs under a deadline each.
 
@@ -178,73 +191,82 @@ class VerifierPool:
 
     def _map(self, pairs, timeout: float, results: list[bool | None]) -> list[bool | None]:
         self._ensure_started()
-        todo = list(range(len(pairs)))[::-1]
-        soft = timeout * SOFT_TIMEOUT_FRACTION
-        errors: list[str] = []
-
-        def fail_worker(w: _Worker, why: str) -> None:
-            # The head item is charged with the failure; items queued behind it are retried.
-            if w.tasks:
-                head = w.tasks.popleft()
-                results[head] = False
-                errors.append(f"item {head}: {why}")
-                todo.extend(reversed(w.tasks))
-            self._replace(w)
-
-        while todo or any(w.tasks for w in self._workers):
-            for w in list(self._workers):
-                # Two items per worker: the next one waits in the pipe, so a busy machine's
-                # scheduling delay of this (parent) process does not leave the worker idle.
-                while todo and w.ready and len(w.tasks) < PIPELINE_DEPTH:
-                    i = todo.pop()
-                    try:
-                        w.send([i, pairs[i][0], pairs[i][1], soft])
-                    except (OSError, ValueError):
-                        todo.append(i)
-                        fail_worker(w, "worker pipe closed")
-                        break
-                    if not w.tasks:
-                        w.deadline = time.monotonic() + timeout
-                    w.tasks.append(i)
-            now = time.monotonic()
-            deadlines = [w.deadline for w in self._workers if w.tasks]
-            deadlines += [w.started + self.STARTUP_TIMEOUT for w in self._workers if not w.ready]
-            ready = wait(self._workers, timeout=max(0.0, min(deadlines) - now) if deadlines else None)
-            for w in ready:
-                try:
-                    messages = w.read_messages()
-                except (EOFError, OSError, ValueError):
-                    fail_worker(w, "worker died")  # killed by the OS, crashed
-                    continue
-                for msg in messages:
-                    if isinstance(msg, dict):  # the ready handshake
-                        w.ready = True
-                        continue
-                    i, result, error = msg
-                    results[i] = result
-                    if error:
-                        errors.append(f"item {i}: {error}")
-                        self.n_timeouts += error.startswith("timed out")
-                    if w.tasks and w.tasks[0] == i:
-                        w.tasks.popleft()
-                        # The next item starts now: its deadline counts from here.
-                        w.deadline = time.monotonic() + timeout
-            now = time.monotonic()
-            for w in list(self._workers):
-                if w.tasks and w.deadline <= now:
-                    self.n_timeouts += 1
-                    fail_worker(w, f"timed out after {timeout:g}s")
-                elif not w.ready and w.started + self.STARTUP_TIMEOUT <= now:
-                    raise RuntimeError(
-                        "verifier worker did not start; run `python -m r1lab.rewards._worker` to see why"
-                    )
-        if errors:
+        job = _Job(pairs, results, timeout, todo=list(range(len(pairs)))[::-1])
+        while job.todo or any(w.tasks for w in self._workers):
+            self._feed(job)
+            self._collect(job, wait(self._workers, timeout=self._time_to_next_deadline()))
+            self._expire(job)
+        if job.errors:
             log.warning(
                 "answer verification failed for %d item(s), scored as wrong; first: %s",
-                len(errors),
-                errors[0],
+                len(job.errors),
+                job.errors[0],
             )
         return results
+
+    def _feed(self, job: _Job) -> None:
+        """Keep two items per ready worker: the next one waits in the pipe, so a busy machine's scheduling
+        delay of this (parent) process does not leave the worker idle."""
+        for w in list(self._workers):
+            while job.todo and w.ready and len(w.tasks) < PIPELINE_DEPTH:
+                i = job.todo.pop()
+                try:
+                    w.send([i, job.pairs[i][0], job.pairs[i][1], job.timeout * SOFT_TIMEOUT_FRACTION])
+                except (OSError, ValueError):
+                    job.todo.append(i)
+                    self._fail(w, job, "worker pipe closed")
+                    break
+                if not w.tasks:
+                    w.deadline = time.monotonic() + job.timeout
+                w.tasks.append(i)
+
+    def _time_to_next_deadline(self) -> float | None:
+        deadlines = [w.deadline for w in self._workers if w.tasks]
+        deadlines += [w.started + self.STARTUP_TIMEOUT for w in self._workers if not w.ready]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _collect(self, job: _Job, ready_workers) -> None:
+        """Record the answers of the workers that have written (or mark them ready, or dead)."""
+        for w in ready_workers:
+            try:
+                messages = w.read_messages()
+            except (EOFError, OSError, ValueError):
+                self._fail(w, job, "worker died")  # killed by the OS, crashed
+                continue
+            for msg in messages:
+                if isinstance(msg, dict):  # the ready handshake
+                    w.ready = True
+                    continue
+                i, result, error = msg
+                job.results[i] = result
+                if error:
+                    job.errors.append(f"item {i}: {error}")
+                    self.n_timeouts += error.startswith("timed out")
+                if w.tasks and w.tasks[0] == i:
+                    w.tasks.popleft()
+                    w.deadline = time.monotonic() + job.timeout  # the next item starts now
+
+    def _expire(self, job: _Job) -> None:
+        """Replace workers past their item's deadline; a worker that never started is an error."""
+        now = time.monotonic()
+        for w in list(self._workers):
+            if w.tasks and w.deadline <= now:
+                self.n_timeouts += 1
+                self._fail(w, job, f"timed out after {job.timeout:g}s")
+            elif not w.ready and w.started + self.STARTUP_TIMEOUT <= now:
+                raise RuntimeError(
+                    "verifier worker did not start; run `python -m r1lab.rewards._worker` to see why"
+                )
+
+    def _fail(self, w: _Worker, job: _Job, why: str) -> None:
+        """Replace a failed worker. Its head item is charged with the failure (scored wrong); the items
+        queued behind it are retried."""
+        if w.tasks:
+            head = w.tasks.popleft()
+            job.results[head] = False
+            job.errors.append(f"item {head}: {why}")
+            job.todo.extend(reversed(w.tasks))
+        self._replace(w)
 
     def clear_worker_caches(self) -> None:
         """Make every live worker forget its parsed references (keeps the processes warm)."""
