@@ -391,6 +391,39 @@ def check_timeout(timeout) -> float:
     return value
 
 
+_ASK_MATH_VERIFY = object()
+
+
+def _quick_verdict(ans: str | None, ref) -> tuple[object, tuple[str | None, str]]:
+    """The verdict of one item when it is decided without math-verify (no usable reference, two plain
+    numbers, the text of a reference math-verify already parsed, a cached pair), else
+    ``_ASK_MATH_VERIFY``; and the cleaned ``(answer, reference)`` pair."""
+    ref_text = _clean(reference_answer("" if ref is None else str(ref)))
+    if not ref_text or len(ref_text) > MAX_REFERENCE_CHARS:
+        STATS["no_reference"] += 1  # nothing to judge against (an answer is not 10,000 characters long)
+        return None, (ans, ref_text)
+    ans = None if ans is None else _clean(str(ans)).strip()
+    ref_num = simple_rational(ref_text)
+    if ref_num is not None:
+        # Fast path: a plain-number or integer-fraction reference needs math-verify only for a
+        # LaTeX-ish answer; two exact values are compared exactly.
+        ans_num = simple_rational(ans) if ans else None
+        if not ans or ans_num is not None:
+            STATS["fast_path"] += 1
+            return bool(ans) and ans_num == ref_num, (ans, ref_text)
+    if ans is not None and len(ans) > MAX_VERIFY_CHARS:
+        ans = None  # still sent, so an unparseable reference gives None rather than False
+    if ans is not None and _KNOWN_REFS.get(ref_text) is True and _squash(ans) == _squash(ref_text):
+        # The same text as a reference math-verify has already parsed: equal, no need to ask.
+        STATS["same_text"] += 1
+        return True, (ans, ref_text)
+    cached = _CACHE.get((ans, ref_text))
+    if cached is not KeyError:
+        STATS["cached"] += 1
+        return cached, (ans, ref_text)
+    return _ASK_MATH_VERIFY, (ans, ref_text)
+
+
 def verify_answers(
     answers: Sequence[str | None],
     references: Sequence[str],
@@ -415,40 +448,12 @@ def verify_answers(
     pending: list[int] = []
     pending_pairs: list[tuple[str | None, str]] = []
     for i, (ans, ref) in enumerate(zip(answers, references, strict=True)):
-        ref_text = _clean(reference_answer("" if ref is None else str(ref)))
-        if not ref_text or len(ref_text) > MAX_REFERENCE_CHARS:
-            results[i] = None  # nothing to judge against (an answer is not 10,000 characters long)
-            STATS["no_reference"] += 1
-            continue
-        ans = None if ans is None else _clean(str(ans)).strip()
-        ref_num = simple_rational(ref_text)
-        if ref_num is not None:
-            # Fast path: a plain-number or integer-fraction reference needs math-verify only for a
-            # LaTeX-ish answer; two exact values are compared exactly.
-            if not ans:
-                results[i] = False
-                STATS["fast_path"] += 1
-                continue
-            ans_num = simple_rational(ans)
-            if ans_num is not None:
-                results[i] = ans_num == ref_num
-                STATS["fast_path"] += 1
-                continue
-        if ans is not None and len(ans) > MAX_VERIFY_CHARS:
-            ans = None  # still sent, so an unparseable reference gives None rather than False
-        if ans is not None and _KNOWN_REFS.get(ref_text) is True and _squash(ans) == _squash(ref_text):
-            # The same text as a reference math-verify has already parsed: equal, no need to ask.
-            results[i] = True
-            STATS["same_text"] += 1
-            continue
-        key = (ans, ref_text)
-        cached = _CACHE.get(key)
-        if cached is not KeyError:
-            results[i] = cached
-            STATS["cached"] += 1
-            continue
-        pending.append(i)
-        pending_pairs.append(key)
+        verdict, pair = _quick_verdict(ans, ref)
+        if verdict is _ASK_MATH_VERIFY:
+            pending.append(i)
+            pending_pairs.append(pair)
+        else:
+            results[i] = verdict
     if pending:
         # Identical pairs inside one batch are verified once.
         unique = list(dict.fromkeys(pending_pairs))
