@@ -38,7 +38,13 @@ EPILOG = """examples:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps examples in descriptions/epilogs as written and shows defaults."""
+    """Keeps examples in descriptions/epilogs as written and shows a flag's default, unless its help already
+    says it or there is nothing to show (None, a switch that is off)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or "").lower():
+            return action.help
+        return super()._get_help_string(action)
 
 
 class VerbParser(argparse.ArgumentParser):

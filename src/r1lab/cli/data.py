@@ -64,7 +64,11 @@ def register(sub) -> None:
     add_common_flags(parser)
     verbs = parser.add_subparsers(dest="data_verb", metavar="VERB")
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+    _register_preview(verbs, add_common_flags, HelpFormatter)
+    _register_make_synthetic(verbs, add_common_flags, HelpFormatter)
 
+
+def _register_preview(verbs, add_common_flags, HelpFormatter) -> None:
     preview = verbs.add_parser(
         "preview",
         help="show formatted rows and stats of a data source",
@@ -96,6 +100,8 @@ def register(sub) -> None:
     add_common_flags(preview)
     preview.set_defaults(func=_preview)
 
+
+def _register_make_synthetic(verbs, add_common_flags, HelpFormatter) -> None:
     make = verbs.add_parser(
         "make-synthetic",
         help="write built-in task problems to a JSONL file",

@@ -41,6 +41,15 @@ def register(sub) -> None:
         description=DESCRIPTION,
         formatter_class=HelpFormatter,
     )
+    _add_problem_flags(p.add_argument_group("what to evaluate"))
+    add_column_flags(p)
+    _add_generation_flags(p.add_argument_group("how to generate"))
+    _add_output_flags(p.add_argument_group("results"))
+    add_common_flags(p)
+    p.set_defaults(func=run_eval)
+
+
+def _add_problem_flags(p) -> None:
     p.add_argument(
         "--model", required=True, help="model spec: tiny, smollm2-135m, a run's model dir, a .gguf, a hub id"
     )
@@ -51,6 +60,12 @@ def register(sub) -> None:
     )
     p.add_argument("--split", default="test", help="dataset split")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    p.add_argument(
+        "--on-bad-row", choices=("error", "skip"), default="error", help="stop at a bad row, or skip it"
+    )
+
+
+def _add_generation_flags(p) -> None:
     p.add_argument("--n-samples", type=int, default=1, help="completions per problem")
     p.add_argument("--k", type=int, default=None, help="k for pass@k and maj@k (default: --n-samples)")
     p.add_argument(
@@ -78,10 +93,10 @@ def register(sub) -> None:
         default=None,
         help="text the reply starts with, e.g. '<think>\\n' (default: the model's own, else none)",
     )
-    p.add_argument(
-        "--on-bad-row", choices=("error", "skip"), default="error", help="stop at a bad row, or skip it"
-    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
+def _add_output_flags(p) -> None:
     p.add_argument("--out", default=None, help="output directory (default: runs/eval/<model>-<data>)")
     p.add_argument(
         "--trust-remote-code",
@@ -92,9 +107,6 @@ def register(sub) -> None:
         "--fresh", action="store_true", help="discard earlier results in --out instead of resuming"
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    add_column_flags(p)
-    add_common_flags(p)
-    p.set_defaults(func=run_eval)
 
 
 def _slug(text: str) -> str:

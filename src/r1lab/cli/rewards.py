@@ -44,7 +44,11 @@ def register(sub) -> None:
     add_common_flags(parser)
     verbs = parser.add_subparsers(dest="rewards_verb", metavar="VERB")
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+    _register_score(verbs, add_common_flags, HelpFormatter)
+    _register_audit(verbs, add_common_flags, HelpFormatter)
 
+
+def _register_score(verbs, add_common_flags, HelpFormatter) -> None:
     score = verbs.add_parser(
         "score",
         help="score completions in a JSONL file",
@@ -73,6 +77,8 @@ def register(sub) -> None:
     add_common_flags(score)
     score.set_defaults(func=_score)
 
+
+def _register_audit(verbs, add_common_flags, HelpFormatter) -> None:
     audit = verbs.add_parser(
         "audit",
         help="run reward-hacking probes against a reward stack",

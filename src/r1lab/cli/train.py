@@ -99,37 +99,42 @@ def register(sub) -> None:
     p.set_defaults(func=_run_handler)
 
     for kind in ("grpo", "sft", "rs"):
-        help_ = {
-            "grpo": "one GRPO stage",
-            "sft": "one SFT stage (assistant-only loss)",
-            "rs": "rejection sampling: write SFT data from correct samples",
-        }[kind]
-        sp = sub.add_parser(
-            kind,
-            help=help_,
-            description=STAGE_DESCRIPTIONS[kind],
-            epilog=_fields_epilog(kind),
-            formatter_class=HelpFormatter,
-            collect_overrides=True,
-            allow_abbrev=False,
-        )
-        sp.add_argument(
-            "--config", default=None, help="take the stage's defaults from this recipe (see --stage)"
-        )
-        sp.add_argument(
-            "--stage", default=None, help=f"which stage of --config to use (the first {kind} if not given)"
-        )
-        _run_level_flags(sp)
-        add_column_flags(sp)
-        sp.add_argument(
-            "--on-bad-row",
-            choices=("error", "skip"),
-            default=argparse.SUPPRESS,
-            help="stop at a bad data row, or skip it (the stage's on_bad_row)",
-        )
-        sp.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe")
-        add_common_flags(sp)
-        sp.set_defaults(func=_stage_handler, kind=kind)
+        _register_stage_verb(sub, kind, add_common_flags, add_column_flags, HelpFormatter)
+
+
+STAGE_VERB_HELP = {
+    "grpo": "one GRPO stage",
+    "sft": "one SFT stage (assistant-only loss)",
+    "rs": "rejection sampling: write SFT data from correct samples",
+}
+
+
+def _register_stage_verb(sub, kind: str, add_common_flags, add_column_flags, HelpFormatter) -> None:
+    """A verb that runs one stage of ``kind`` (``r1lab grpo``, ``sft``, ``rs``)."""
+    sp = sub.add_parser(
+        kind,
+        help=STAGE_VERB_HELP[kind],
+        description=STAGE_DESCRIPTIONS[kind],
+        epilog=_fields_epilog(kind),
+        formatter_class=HelpFormatter,
+        collect_overrides=True,
+        allow_abbrev=False,
+    )
+    sp.add_argument("--config", default=None, help="take the stage's defaults from this recipe (see --stage)")
+    sp.add_argument(
+        "--stage", default=None, help=f"which stage of --config to use (the first {kind} if not given)"
+    )
+    _run_level_flags(sp)
+    add_column_flags(sp)
+    sp.add_argument(
+        "--on-bad-row",
+        choices=("error", "skip"),
+        default=argparse.SUPPRESS,
+        help="stop at a bad data row, or skip it (the stage's on_bad_row)",
+    )
+    sp.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe")
+    add_common_flags(sp)
+    sp.set_defaults(func=_stage_handler, kind=kind)
 
 
 def _run_level_flags(p) -> None:
