@@ -583,7 +583,6 @@ def _note_config_change(run: RunConfig, path: Path) -> None:
 
 
 def _write_report(run_dir: Path) -> None:
-
     try:
         path = write_report(run_dir)
         log.info("report: %s", path)
@@ -596,7 +595,13 @@ def _write_report(run_dir: Path) -> None:
 
 def summary_tables(summary: Summary) -> list:
     """Rich renderables for the end of a run: one row per stage, what each stage achieved (as prose lines, so
-    an 80-column terminal does not squeeze them into a column), then base vs final model."""
+    an 80-column terminal does not squeeze them into a column), then base vs final model, then the sample
+    questions' answers."""
+    tables = [*_stage_table(summary), *_base_vs_final_table(summary)]
+    return tables + [_answers_table(row) for e in summary.get("stages", []) for row in e.get("answers") or []]
+
+
+def _stage_table(summary: Summary) -> list:
     from rich.table import Table
     from rich.text import Text
 
@@ -622,41 +627,50 @@ def summary_tables(summary: Summary) -> list:
         if note:
             notes.append(f"{e.get('name', '')}: ", style="bold")
             notes.append(note + "\n")
-    tables = [stages, notes]
+    return [stages, notes]
+
+
+def _base_vs_final_table(summary: Summary) -> list:
+    from rich.table import Table
+
     base, final = summary.get("base_metrics"), summary.get("final_metrics")
-    if base and final:
-        tests = summary.get("final_vs_base") or {}
-        caption = "; ".join(
-            f"{name}: +{t['gained']}/-{t['lost']} problems, p={t['p']:.3g} ({t['test']})"
-            for name, t in tests.items()
+    if not (base and final):
+        return []
+    tests = summary.get("final_vs_base") or {}
+    caption = "; ".join(
+        f"{name}: +{t['gained']}/-{t['lost']} problems, p={t['p']:.3g} ({t['test']})"
+        for name, t in tests.items()
+    )
+    models = f"base: {summary.get('model')}; final: {summary.get('final_model')}"
+    cmp = Table(
+        title=f"base vs final on {base.get('n_items')} held-out problems",
+        caption="; ".join(c for c in (caption, models) if c),
+    )
+    for col in ("model", "accuracy", "format rate", "mean tokens", "truncated"):
+        cmp.add_column(col, no_wrap=True)
+    for label, m in (("base", base), ("final", final)):
+        cmp.add_row(
+            label,
+            _pct(m.get("accuracy")),
+            _pct(m.get("format_rate")),
+            _num(m.get("mean_completion_tokens")),
+            _pct(m.get("truncation_rate")),
         )
-        models = f"base: {summary.get('model')}; final: {summary.get('final_model')}"
-        cmp = Table(
-            title=f"base vs final on {base.get('n_items')} held-out problems",
-            caption="; ".join(c for c in (caption, models) if c),
-        )
-        for col in ("model", "accuracy", "format rate", "mean tokens", "truncated"):
-            cmp.add_column(col, no_wrap=True)
-        for label, m in (("base", base), ("final", final)):
-            cmp.add_row(
-                label,
-                _pct(m.get("accuracy")),
-                _pct(m.get("format_rate")),
-                _num(m.get("mean_completion_tokens")),
-                _pct(m.get("truncation_rate")),
-            )
-        tables.append(cmp)
-    for e in summary.get("stages", []):
-        for row in e.get("answers") or []:
-            qa = Table(title=f"sample question: {row['question']}", show_lines=True)
-            qa.add_column("model")
-            qa.add_column("extracted answer")
-            qa.add_column("reply")
-            for label in ("base", "final"):
-                a = row.get(label) or {}
-                qa.add_row(label, str(a.get("answer")), (a.get("text") or "")[:400])
-            tables.append(qa)
-    return tables
+    return [cmp]
+
+
+def _answers_table(row: dict):
+    """An inference stage's sample question: the base and final model's answers side by side."""
+    from rich.table import Table
+
+    qa = Table(title=f"sample question: {row['question']}", show_lines=True)
+    qa.add_column("model")
+    qa.add_column("extracted answer")
+    qa.add_column("reply")
+    for label in ("base", "final"):
+        a = row.get(label) or {}
+        qa.add_row(label, str(a.get("answer")), (a.get("text") or "")[:400])
+    return qa
 
 
 def _pct(v) -> str:
