@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1lab.answers import TAGS
 from r1lab.errors import UserError
 from r1lab.io import atomic_dir, cache_dir, damaged_weights, hub_offline
 
@@ -207,7 +208,7 @@ def _gguf_checkpoint(gguf: Path, *, default_system: str | None = None) -> Path:
 TINY_VERSION = "v1"
 TINY_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
 # Reasoning tags are single tokens, so a tiny model can learn the format in a few steps.
-TINY_TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+TINY_TAGS = list(TAGS)
 
 
 def build_tiny_tokenizer():

@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import re
 
-from r1lab.answers import THINK_OPEN, last_boxed, reference_from_solution
+from r1lab.answers import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    last_boxed,
+    reference_from_solution,
+)
 
 _BESPOKE = (
-    ("<|begin_of_thought|>", "<think>"),
-    ("<|end_of_thought|>", "</think>"),
-    ("<|begin_of_solution|>", "<answer>"),
-    ("<|end_of_solution|>", "</answer>"),
+    ("<|begin_of_thought|>", THINK_OPEN),
+    ("<|end_of_thought|>", THINK_CLOSE),
+    ("<|begin_of_solution|>", ANSWER_OPEN),
+    ("<|end_of_solution|>", ANSWER_CLOSE),
 )
-_THINK_PREFIX = re.compile(r"^\s*<think>\s*")
+_THINK_PREFIX = re.compile(r"^\s*" + re.escape(THINK_OPEN) + r"\s*")
 
 
 def chat_prompt(problem: str, system_prompt: str | None, reply_prefix: str | None = None) -> list[dict]:
@@ -141,11 +148,11 @@ def to_r1_trace(text: str, answer: str | None = None) -> str:
     >>> to_r1_trace("<think>\\nx=2\\n</think>\\n\\nSo $\\\\boxed{2}$.")
     '<think>\\nx=2\\n</think>\\n<answer>\\nSo $\\\\boxed{2}$.\\n</answer>'
     """
-    if "<think>" in text:
-        if "<answer>" in text or "</think>" not in text:
+    if THINK_OPEN in text:
+        if ANSWER_OPEN in text or THINK_CLOSE not in text:
             return text
-        thought, _, rest = text.partition("</think>")
-        return thought.rstrip() + "\n</think>\n<answer>\n" + rest.strip() + "\n</answer>"
+        thought, _, rest = text.partition(THINK_CLOSE)
+        return f"{thought.rstrip()}\n{THINK_CLOSE}\n{ANSWER_OPEN}\n{rest.strip()}\n{ANSWER_CLOSE}"
     if "<|begin_of_thought|>" in text:
         for old, new in _BESPOKE:
             text = text.replace(old, new)
