@@ -150,7 +150,7 @@ def _time_ours(pool, answers, refs) -> tuple[float, list, float]:
 
 
 def _time_naive(answers, refs) -> tuple[float, list, float]:
-    from r1lab.rewards.extract import reference_answer
+    from r1lab.answers import reference_answer
 
     cpu0 = time.process_time()
     t0 = time.perf_counter()

@@ -25,7 +25,11 @@ NUMBER_RE = re.compile(NUMBER)
 _PLAIN_NUMBER_RE = re.compile(
     r"^\s*\$?\s*(?:\\\$|\$)?\s*(?P<num>"
     + NUMBER
-    + r")\s*(?:\\%|%)?\s*(?:[a-zA-Z]{2,}(?:\s+[a-zA-Z]+)?)?\s*\$?\s*\.?\s*$"
+    + r")\s*(?:\\%|%)?\s*(?P<unit>[a-zA-Z]{2,}(?:\s+[a-zA-Z]+)?)?\s*\$?\s*\.?\s*$"
+)
+# Words after a number that make it something else than that number ("3 pi", "4 sqrt 2", "2 squared").
+_MATH_WORDS = frozenset(
+    "pi sqrt root roots squared cubed times plus minus over divided by of to power".split()
 )
 
 
@@ -99,13 +103,13 @@ def plain_number(text: str | None) -> Fraction | None:
     Fraction(2001, 2)
     >>> plain_number("18 dollars")
     Fraction(18, 1)
-    >>> plain_number(r"\\frac{1}{2}") is None
-    True
+    >>> plain_number(r"\\frac{1}{2}") is None, plain_number("3 pi") is None
+    (True, True)
     """
     if text is None or len(text) > 100:
         return None
     m = _PLAIN_NUMBER_RE.match(text)
-    if not m:
+    if not m or (m.group("unit") and _MATH_WORDS & set(m.group("unit").lower().split())):
         return None
     try:
         return Fraction(m.group("num").replace(",", ""))

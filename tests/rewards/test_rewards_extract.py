@@ -100,6 +100,9 @@ def test_reference_forms(solution, expected):
         ("3,5", None),
         ("x+1", None),
         ("52_8", None),
+        ("3 pi", None),  # a word that changes the number is not a unit
+        ("4 sqrt 2", None),
+        ("2 squared", None),
     ],
 )
 def test_plain_number(text, value):

@@ -42,7 +42,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     says it or there is nothing to show (None, a switch that is off)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or "").lower():
+        nothing = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if nothing or "default" in (action.help or "").lower():
             return action.help
         return super()._get_help_string(action)
 

@@ -8,7 +8,7 @@ Every stage takes its data through the three loaders here::
     test = load_eval_dataset("openai/gsm8k", n=200)              # prompt, solution, problem, subject, level
 
 Modules: ``synthetic`` (built-in task), ``sources`` (hub names), ``files`` (local files),
-``layouts`` (column detection), ``answers`` (reference extraction), ``formatting`` (row shapes),
+``layouts`` (column detection), ``answers`` (GSM8K steps, reference checks; reading a reference is :mod:`r1lab.answers`), ``formatting`` (row shapes),
 ``validate`` (row checks, contamination), ``normalize`` (what "same problem" means), ``load``.
 """
 

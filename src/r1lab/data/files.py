@@ -29,7 +29,12 @@ def is_data_file(source: str) -> bool:
 
 def _read_text(path: Path) -> str:
     """The file as UTF-8 text (a BOM is dropped); a decoding error names the line and byte."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(
+            f"cannot read {path}: {err.strerror or err}", hint="check the path and its permissions"
+        ) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
