@@ -162,9 +162,9 @@ def test_last_boxed_has_one_definition_with_one_behaviour():
 
     from r1lab.answers import last_boxed
 
-    data_answers = importlib.import_module("r1lab.data.answers")
+    data = importlib.import_module("r1lab.data")
     reward_extract = importlib.import_module("r1lab.rewards.extract")
-    assert data_answers.last_boxed is last_boxed is reward_extract.last_boxed
+    assert data.last_boxed is last_boxed is reward_extract.last_boxed
     assert last_boxed(r"\boxed{a} then \boxed{unclosed") == "a"
     assert last_boxed(r"\boxed 7.") == "7"
 
