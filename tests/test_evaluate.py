@@ -14,7 +14,7 @@ from r1lab import evaluate as ev
 from r1lab.cli import main
 from r1lab.errors import UserError
 from r1lab.inference import Completion
-from r1lab.io import read_jsonl
+from r1lab.io import read_jsonl, write_jsonl
 
 SYSTEM = "Answer in <think></think><answer></answer> tags."
 
@@ -274,7 +274,7 @@ GSM_STYLE = [
 def gsm_file(tmp_path, rows):
     """A GSM8K-style JSONL file of ``rows``."""
     path = tmp_path / "gsm.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 

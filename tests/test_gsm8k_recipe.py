@@ -9,6 +9,7 @@ import pytest
 from r1lab.cli import main
 from r1lab.data import load_eval_dataset, load_sft_dataset
 from r1lab.errors import UserError
+from r1lab.io import write_jsonl
 
 
 def gsm8k_file(path, n=24):
@@ -21,7 +22,7 @@ def gsm8k_file(path, n=24):
                 "answer": f"Tom has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b}",
             }
         )
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 

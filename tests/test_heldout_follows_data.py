@@ -1,15 +1,14 @@
 """Held-out problems follow the training data unless eval_data says otherwise: a user's file is measured on
 its own last eval_n rows (which training then leaves out), not on the built-in synthetic task."""
 
-import json
-
 from r1lab.cli import main
+from r1lab.io import write_jsonl
 
 
 def _file(tmp_path, n=40):
     path = tmp_path / "mine.jsonl"
     rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
@@ -46,7 +45,7 @@ def test_column_and_bad_row_flags_work_on_stage_verbs(tmp_path, capsys):
     data = tmp_path / "odd.jsonl"
     good = [{"q": f"What is {i} + 2?", "a": str(i + 2)} for i in range(60)]
     rows = [{"q": "", "a": "1"}, *good, {"q": "", "a": "2"}]  # bad rows in the training and held-out parts
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(data, rows)
     argv = [
         "grpo",
         "--model",

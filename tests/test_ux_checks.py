@@ -9,6 +9,7 @@ from pathlib import Path
 
 from r1lab.cli import main, setup_logging
 from r1lab.inference import progress_log
+from r1lab.io import write_jsonl
 
 ROOT = Path(__file__).parents[1]
 
@@ -32,7 +33,7 @@ def test_library_deprecation_warnings_are_hidden_outside_debug():
 def test_eval_reads_odd_columns_and_skips_bad_rows_with_its_flags(tmp_path, capsys):
     data = tmp_path / "odd.jsonl"
     rows = [{"q": "What is 2 + 2?", "a": "4"}, {"q": "", "a": "1"}, {"q": "What is 3 + 3?", "a": "6"}]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(data, rows)
     argv = [
         "eval",
         "--model",
