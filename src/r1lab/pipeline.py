@@ -312,6 +312,7 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> Summary:
     ``only`` restricts the run to the named stages (earlier finished stages still provide the model).
     """
     check(run)
+    check_only(run, only)
     _prepare_models(run)  # a model that cannot load fails here, before anything is written
     if not is_main_process():  # rank 0 holds the run's lock for all processes
         return _run_stages(run, only)
@@ -319,6 +320,47 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> Summary:
         for path in remove_stale_temps(run.run_dir):
             log.info("removed %s (left by an interrupted write)", path)
         return _run_stages(run, only)
+
+
+def check_only(run: RunConfig, only: list[str] | None) -> None:
+    """Refuse an ``--only`` request that cannot run, before any model loads: an unknown stage name, or a
+    named stage whose input (the model of the training stage before it, or an ``rs`` stage's data) comes
+    from a stage that has not finished and is not named too."""
+    if only is None:
+        return
+    import difflib
+
+    names = [s.name for s in run.stages]
+    for name in only:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            raise UserError(
+                f"--only {name!r}: the recipe has no such stage",
+                hint=f"did you mean {close[0]}?" if close else f"its stages are {', '.join(names)}",
+            )
+    provider = None  # the training stage whose model the next stage starts from
+    for stage in run.stages:
+        if stage.name in only:
+            needs = [] if stage.model is not None or provider is None else [(provider, "model")]
+            if stage.kind != "inference" and (stage.data or "").startswith("stage:"):
+                needs.append((run.stage(stage.data.split(":", 1)[1]), "data"))
+            for needed, what in needs:
+                if needed.name not in only and not _finished(needed, run):
+                    raise UserError(
+                        f"--only {','.join(only)}: stage {stage.name!r} starts from the {what} of stage "
+                        f"{needed.name!r}, which has not run yet",
+                        hint=f"include it: --only {','.join(n for n in names if n in only or n == needed.name)}",
+                    )
+        if stage.trains:
+            provider = stage
+
+
+def _finished(stage: StageConfig, run: RunConfig) -> bool:
+    """Whether ``stage``'s output (a trained model, an rs stage's data) is already in the run folder."""
+    stage_dir = run.run_dir / stage.name
+    if stage.trains:
+        return (stage_dir / "model" / "config.json").is_file()
+    return stage.kind == "rs" and _outputs_present(stage, stage_dir)
 
 
 @dataclass
@@ -335,7 +377,7 @@ def _run_stages(run: RunConfig, only: list[str] | None) -> Summary:
     _write_resolved_config(run)
     progress = _Progress(load_summary(run), run.model, None)
     progress.summary["model"] = run.model
-    progress.metrics = _base_metrics(run, progress.summary)
+    progress.metrics = _base_metrics(run, progress.summary, only)
     for stage in run.stages:
         _run_stage(stage, run, progress, wanted=only is None or stage.name in only)
     progress.summary["final_model"] = progress.model
@@ -355,9 +397,11 @@ def _write_resolved_config(run: RunConfig) -> None:
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
 
 
-def _base_metrics(run: RunConfig, summary: Summary) -> Metrics | None:
-    """The starting model's held-out metrics (measured once; a rerun reads them from the summary)."""
-    if summary.get("base_metrics") is None and any(s.trains and s.evaluate for s in run.stages):
+def _base_metrics(run: RunConfig, summary: Summary, only: list[str] | None = None) -> Metrics | None:
+    """The starting model's held-out metrics (measured once, when a stage that runs will compare with them;
+    a rerun reads them from the summary)."""
+    measured_later = [s for s in run.stages if s.trains and s.evaluate and (only is None or s.name in only)]
+    if summary.get("base_metrics") is None and measured_later:
         summary["base_metrics"] = heldout_metrics(run.model, run, "base")
         _save_summary(run, summary)
         _heldout_to_tensorboard(run, summary["base_metrics"], step=0)
@@ -375,12 +419,8 @@ def _run_stage(stage: StageConfig, run: RunConfig, progress: _Progress, *, wante
     if entry.get("status") == "done" and not stage.trains and _outputs_present(stage, stage_dir):
         log.info("%s: already done, skipping", stage.name)
         return
-    if not wanted:
-        if stage.trains:
-            raise UserError(
-                f"stage {stage.name!r} has not run yet, so later stages have no model to start from",
-                hint=f"include it: --only {stage.name},...",
-            )
+    if not wanted:  # check_only made sure no stage that runs needs this one's output
+        log.info("%s: not in --only, skipped", stage.name)
         return
     start_model = stage.model or progress.model
     log.info("stage %s (%s) from %s", stage.name, stage.kind, start_model)
