@@ -277,3 +277,39 @@ def test_currency_sign_answers_reach_latex_references(answer):
     """A dollar sign in front of a number is currency, not a math delimiter, also on the math-verify
     path (a reference that is not a plain number)."""
     assert verify_answers([answer], [r"5\text{ dollars}"]) == [True]
+
+
+def test_a_worker_starved_by_other_load_is_not_timed_out(pool):
+    """The deadline counts the worker's CPU seconds: a worker that gets no CPU for three deadlines (here:
+    stopped, as a fully loaded machine would starve it) still returns its verdict, not a time-out."""
+    import os
+    import signal
+    import threading
+
+    pool.map([("1", "1")] * 2, timeout=STARTUP_ALLOWANCE)
+    timeouts, restarts = pool.n_timeouts, pool.n_restarts
+    for pid in pool.pids:
+        os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(1.5, lambda: [os.kill(pid, signal.SIGCONT) for pid in pool.pids])
+    resume.start()
+    try:
+        t0 = time.monotonic()
+        assert pool.map([(r"\frac{1}{2}", "0.5"), (r"\sqrt{4}", "2")], timeout=0.5) == [True, True]
+        assert time.monotonic() - t0 >= 1.4  # it did wait out the stop
+    finally:
+        resume.join()
+    assert (pool.n_timeouts, pool.n_restarts) == (timeouts, restarts)
+
+
+def test_a_failed_verification_is_not_remembered(pool):
+    """A time-out scores the item wrong this time, but the verdict is not cached: the next batch asks again."""
+    from r1lab.rewards import verify
+
+    clear_caches()
+    hostile = (r"9^{9^{9^{9}}}", "1")
+    assert verify_answers([hostile[0]], [hostile[1]], timeout=0.5, workers=pool) == [False]
+    _, key = verify._quick_verdict(*hostile)
+    assert verify._CACHE.get(key) is KeyError
+    assert verify_answers([r"\sqrt{4}"], ["2"], timeout=STARTUP_ALLOWANCE, workers=pool) == [True]
+    _, key = verify._quick_verdict(r"\sqrt{4}", "2")
+    assert verify._CACHE.get(key) is True  # a real verdict is

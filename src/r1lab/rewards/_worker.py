@@ -38,7 +38,7 @@ def _limit_memory() -> None:
 
 
 class SoftTimeout(BaseException):
-    """Raised by SIGALRM inside an item; a BaseException so library ``except Exception`` blocks
+    """Raised by SIGPROF (the item's CPU-time budget) inside an item; a BaseException so library ``except Exception`` blocks
     cannot swallow it and carry on."""
 
 
@@ -76,7 +76,9 @@ def main() -> None:
         except Exception:  # pragma: no cover - warm-up is best effort
             pass
     send({"ready": True})
-    signal.signal(signal.SIGALRM, _on_alarm)
+    # The soft deadline counts this process's CPU time (ITIMER_PROF), not wall time: on a loaded machine
+    # an item gets less of a core but the same CPU seconds, so its verdict does not depend on the load.
+    signal.signal(signal.SIGPROF, _on_alarm)
     for line in sys.stdin.buffer:
         msg = json.loads(line)
         if msg is None:
@@ -89,11 +91,11 @@ def main() -> None:
         try:
             # A soft deadline interrupts pure-Python sympy work without losing this warm process; the
             # parent's hard deadline (kill + respawn) still covers work stuck in C code.
-            signal.setitimer(signal.ITIMER_REAL, max(0.01, float(soft_timeout)))
+            signal.setitimer(signal.ITIMER_PROF, max(0.01, float(soft_timeout)))
             try:
                 result, error = _mv.verify_pair(answer, reference), None
             finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.setitimer(signal.ITIMER_PROF, 0)
         except SoftTimeout:
             result, error = False, f"timed out after {soft_timeout:g}s"
         except BaseException as exc:  # MemoryError, RecursionError: report it and keep serving

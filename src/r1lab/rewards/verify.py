@@ -3,8 +3,10 @@
 math-verify's own timeouts use ``signal.alarm``, which only works in the main thread, and some inputs
 (``\\boxed{9^{9^{9^{9}}}}``, ``100000!``, deeply nested braces) make sympy run for minutes or eat
 memory. So every item that needs math-verify runs in a worker process with a per-item deadline: the
-worker interrupts itself (SIGALRM) at 80% of it, and the parent kills and replaces a worker that still
-misses it (stuck in C code). Plain numbers (most GSM8K-style items) never leave the
+worker interrupts itself (SIGPROF) at 80% of it, and the parent kills and replaces a worker that still
+misses it (stuck in C code). The deadline is in the worker's CPU seconds, not wall seconds: a verdict
+must not depend on how loaded the machine is (a time-out under load would score a right answer 0 and
+make a seeded run diverge from the same run on a quiet machine). A time-out is not cached. Plain numbers (most GSM8K-style items) never leave the
 main process: they are compared exactly as fractions. Results for repeated (answer, reference) pairs
 are cached, as are parsed references inside each worker.
 
@@ -45,6 +47,19 @@ MEMORY_ENV = "R1LAB_VERIFY_MEMORY_BYTES"  # read by r1lab.rewards._worker
 SOFT_TIMEOUT_FRACTION = 0.8
 # Items sent ahead to each worker (see VerifierPool.map).
 PIPELINE_DEPTH = 2
+# A worker that has used less CPU than its item's budget is waited for (it was starved by other load),
+# up to this many times the budget in wall time: the backstop for a process that makes no progress at all.
+WALL_BACKSTOP_FACTOR = 20.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used (Linux ``/proc``); None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def default_workers() -> int:
@@ -82,7 +97,9 @@ class _Worker:
         )
         self.ready = False
         self.tasks: deque[int] = deque()  # sent, not answered; the head is being worked on
-        self.deadline = 0.0  # hard deadline of the head item
+        self.deadline = 0.0  # when to look at the head item's CPU use again (wall clock)
+        self.item_wall0 = 0.0  # wall clock and CPU seconds when the head item started
+        self.item_cpu0: float | None = None
         self.started = time.monotonic()
         self._buf = b""
 
@@ -102,6 +119,24 @@ class _Worker:
         self._buf += chunk
         *lines, self._buf = self._buf.split(b"\n")
         return [json.loads(line) for line in lines if line]
+
+    def start_item(self, timeout: float) -> None:
+        """The head item starts now: its budget is ``timeout`` CPU seconds of this worker."""
+        self.item_wall0 = time.monotonic()
+        self.item_cpu0 = process_cpu_seconds(self.proc.pid)
+        self.deadline = self.item_wall0 + timeout
+
+    def over_budget(self, timeout: float, now: float) -> bool:
+        """At its wall deadline: has the head item used its ``timeout`` CPU seconds? If not (the machine is
+        busy and the worker got less than a core), push the deadline back by what is left."""
+        cpu = process_cpu_seconds(self.proc.pid)
+        if cpu is None or self.item_cpu0 is None:  # no CPU clock here: wall time it is
+            return True
+        used = cpu - self.item_cpu0
+        if used >= timeout or now - self.item_wall0 >= WALL_BACKSTOP_FACTOR * timeout:
+            return True
+        self.deadline = now + max(0.02, timeout - used)
+        return False
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -131,6 +166,12 @@ class _Job:
     timeout: float
     todo: list[int]
     errors: list[str] = field(default_factory=list)
+    failed: set[int] = field(default_factory=set)  # items scored wrong because verification failed
+
+    def fail(self, i: int, why: str) -> None:
+        self.results[i] = False
+        self.failed.add(i)
+        self.errors.append(f"item {i}: {why}")
 
 
 class VerifierPool:
@@ -173,11 +214,18 @@ class VerifierPool:
     def map(
         self, pairs: Sequence[tuple[str | None, str]], *, timeout: float = DEFAULT_TIMEOUT
     ) -> list[bool | None]:
-        """Verify each (answer, reference) pair; an item past ``timeout`` seconds counts as False."""
+        """Verify each (answer, reference) pair; an item past ``timeout`` CPU seconds counts as False."""
+        return self.map_with_failures(pairs, timeout=timeout)[0]
+
+    def map_with_failures(
+        self, pairs: Sequence[tuple[str | None, str]], *, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[list[bool | None], set[int]]:
+        """:meth:`map`, and the indices of the items scored False because verification failed (a time-out,
+        a crash) rather than because the answer is wrong."""
         timeout = check_timeout(timeout)
         results: list[bool | None] = [False] * len(pairs)
         if not pairs:
-            return results
+            return results, set()
         with self._lock:
             try:
                 return self._map(pairs, timeout, results)
@@ -189,7 +237,7 @@ class VerifierPool:
                     self._workers.remove(w)
                 raise
 
-    def _map(self, pairs, timeout: float, results: list[bool | None]) -> list[bool | None]:
+    def _map(self, pairs, timeout: float, results: list[bool | None]) -> tuple[list[bool | None], set[int]]:
         self._ensure_started()
         job = _Job(pairs, results, timeout, todo=list(range(len(pairs)))[::-1])
         while job.todo or any(w.tasks for w in self._workers):
@@ -202,7 +250,7 @@ class VerifierPool:
                 len(job.errors),
                 job.errors[0],
             )
-        return results
+        return results, job.failed
 
     def _feed(self, job: _Job) -> None:
         """Keep two items per ready worker: the next one waits in the pipe, so a busy machine's scheduling
@@ -217,7 +265,7 @@ class VerifierPool:
                     self._fail(w, job, "worker pipe closed")
                     break
                 if not w.tasks:
-                    w.deadline = time.monotonic() + job.timeout
+                    w.start_item(job.timeout)
                 w.tasks.append(i)
 
     def _time_to_next_deadline(self) -> float | None:
@@ -240,19 +288,20 @@ class VerifierPool:
                 i, result, error = msg
                 job.results[i] = result
                 if error:
-                    job.errors.append(f"item {i}: {error}")
+                    job.fail(i, error)
                     self.n_timeouts += error.startswith("timed out")
                 if w.tasks and w.tasks[0] == i:
                     w.tasks.popleft()
-                    w.deadline = time.monotonic() + job.timeout  # the next item starts now
+                    if w.tasks:
+                        w.start_item(job.timeout)  # the next item starts now
 
     def _expire(self, job: _Job) -> None:
         """Replace workers past their item's deadline; a worker that never started is an error."""
         now = time.monotonic()
         for w in list(self._workers):
-            if w.tasks and w.deadline <= now:
+            if w.tasks and w.deadline <= now and w.over_budget(job.timeout, now):
                 self.n_timeouts += 1
-                self._fail(w, job, f"timed out after {job.timeout:g}s")
+                self._fail(w, job, f"timed out after {job.timeout:g} CPU seconds")
             elif not w.ready and w.started + self.STARTUP_TIMEOUT <= now:
                 raise RuntimeError(
                     "verifier worker did not start; run `python -m r1lab.rewards._worker` to see why"
@@ -263,8 +312,7 @@ class VerifierPool:
         queued behind it are retried."""
         if w.tasks:
             head = w.tasks.popleft()
-            job.results[head] = False
-            job.errors.append(f"item {head}: {why}")
+            job.fail(head, why)
             job.todo.extend(reversed(w.tasks))
         self._replace(w)
 
@@ -460,10 +508,13 @@ def verify_answers(
         STATS["math_verify"] += len(unique)
         STATS["deduplicated"] += len(pending) - len(unique)
         pool = workers or get_pool()
-        verdicts = dict(zip(unique, pool.map(unique, timeout=timeout), strict=True))
+        judged, failed = pool.map_with_failures(unique, timeout=timeout)
+        verdicts = dict(zip(unique, judged, strict=True))
+        failed_pairs = {unique[j] for j in failed}
         for i, key in zip(pending, pending_pairs, strict=True):
             results[i] = verdicts[key]
-            _CACHE.put(key, verdicts[key])
+            if key not in failed_pairs:  # a failure (time-out, crash) is retried next time, not remembered
+                _CACHE.put(key, verdicts[key])
             if verdicts[key] is not None:
                 _KNOWN_REFS.put(key[1], True)
     return results
