@@ -51,6 +51,13 @@ def matmul_peak_gflops(dtype_name: str, sizes=(1024, 2048, 4096), repeats: int =
     return max(rates)
 
 
+def _sync_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class PhaseTimer:
     """Wraps a trainer's generation and reward methods and times every optimizer step."""
 
@@ -77,9 +84,11 @@ class PhaseTimer:
 
         class StepTimes(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
+                _sync_cuda()
                 timer.current = {"generate": 0.0, "rewards": 0.0, "tokens": 0, "start": time.perf_counter()}
 
             def on_step_end(self, args, state, control, **kwargs):
+                _sync_cuda()  # the step's GPU work is queued, not done, when the trainer returns
                 c = timer.current
                 total = time.perf_counter() - c["start"]
                 timer.steps.append(
