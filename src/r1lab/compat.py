@@ -24,9 +24,25 @@ GRPO_OVERRIDES = {
         "compute_entropy",
         "compute_aux_loss",
     ],
+    # r1lab.train.dynamic_sampling: filters groups on the scored batch, reads the gathered rewards
+    "_generate_and_score_completions": ["self", "inputs"],
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
 }
 # GRPOTrainer attributes r1lab reads (set in GRPOTrainer.__init__).
-GRPO_ATTRIBUTES = ("_dist", "_tokenizer", "eos_token_ids", "generation_config", "max_completion_length")
+GRPO_ATTRIBUTES = (
+    "_dist",
+    "_tokenizer",
+    "eos_token_ids",
+    "generation_config",
+    "max_completion_length",
+    # r1lab.train.dynamic_sampling
+    "_metrics",
+    "_step",
+    "num_generations",
+    "num_iterations",
+    "reward_func_names",
+    "reward_weights",
+)
 
 
 def grpo_override_problems() -> list[str]:

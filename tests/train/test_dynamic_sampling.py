@@ -1,0 +1,201 @@
+"""Dynamic sampling on the tiny model: zero-spread groups are dropped and the batch is still full, the cap
+on generation rounds is honoured, extra prompts are reproducible, and with filtering off (or nothing to
+filter) the trainer is exactly r1lab's GRPO trainer."""
+
+from __future__ import annotations
+
+import datasets
+import pytest
+import torch
+from train_helpers import grpo_rows
+
+from r1lab.train.dynamic_sampling import (
+    PREFIX,
+    DynamicSampling,
+    DynamicSamplingGRPOTrainer,
+    group_has_spread,
+)
+from r1lab.train.rollouts import R1labGRPOTrainer
+
+G = 4  # num_generations
+BATCH = 8  # rows per generation batch: 2 groups
+
+
+def flagged_rows(n: int, flat: list[bool]) -> datasets.Dataset:
+    """The built-in task with a `flat` column: prompts whose reward is the same for every completion."""
+    rows = grpo_rows(n).to_list()
+    return datasets.Dataset.from_list([{**r, "flat": f} for r, f in zip(rows, flat, strict=True)])
+
+
+class FlatOrLively:
+    """1.0 for every completion of a `flat` prompt (zero spread); else the completion's position in its
+    group (always spread), so which groups have spread is known for certain."""
+
+    __name__ = "flat_or_lively"
+
+    def __init__(self):
+        self.rows_scored = 0
+
+    def __call__(self, completions, flat, **kwargs):
+        self.rows_scored += len(completions)
+        return [1.0 if f else float(i % G) for i, f in enumerate(flat)]
+
+
+@pytest.fixture(scope="module")
+def lively(redrawn_tiny):
+    return redrawn_tiny(0, for_training=True)
+
+
+def make_trainer(model_tok, tmp_path, dataset, reward, cls=DynamicSamplingGRPOTrainer, **kwargs):
+    from trl import GRPOConfig
+
+    model, tok = model_tok
+    config = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=BATCH,
+        num_generations=G,
+        max_completion_length=6,
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        remove_unused_columns=False,
+        save_strategy="no",
+        seed=0,
+        logging_steps=1,
+    )
+    config.update(kwargs.pop("config", {}))
+    return cls(
+        model=model,
+        reward_funcs=[reward],
+        args=GRPOConfig(**config),
+        train_dataset=dataset,
+        processing_class=tok,
+        **kwargs,
+    )
+
+
+def scored_batch(trainer):
+    """The batch the trainer trains on for its first step (no optimizer step taken)."""
+    trainer.model.train()
+    rows = [dict(trainer.train_dataset[i]) for i in range(BATCH // G) for _ in range(G)]
+    return trainer._generate_and_score_completions(rows)
+
+
+def logged(trainer) -> dict:
+    return {k: sum(v) / len(v) for k, v in trainer._metrics["train"].items() if k.startswith(PREFIX)}
+
+
+def test_zero_spread_groups_are_dropped_and_the_batch_is_still_full(lively, tmp_path):
+    # Prompts 0 and 1 (the first generation batch) are flat, the rest are lively.
+    reward = FlatOrLively()
+    trainer = make_trainer(
+        lively,
+        tmp_path,
+        flagged_rows(16, [True, True] + [False] * 14),
+        reward,
+        dynamic_sampling=DynamicSampling(max_rounds=4),
+    )
+    out = scored_batch(trainer)
+    assert out["completion_ids"].shape[0] == BATCH  # full
+    advantages = out["advantages"].view(-1, G)
+    assert group_has_spread(advantages).all()  # every group trained on has spread
+    metrics = logged(trainer)
+    assert metrics[PREFIX + "generation_rounds"] == 2
+    assert metrics[PREFIX + "groups_drawn"] == 4 and metrics[PREFIX + "groups_kept"] == 2
+    assert metrics[PREFIX + "zero_spread_frac"] == 0.5 and metrics[PREFIX + "batch_full"] == 1.0
+    assert out["num_items_in_batch"] == out["completion_mask"].sum()
+
+
+def test_the_cap_on_generation_rounds_is_honoured(lively, tmp_path):
+    reward = FlatOrLively()
+    trainer = make_trainer(
+        lively,
+        tmp_path,
+        flagged_rows(16, [True] * 16),
+        reward,
+        dynamic_sampling=DynamicSampling(max_rounds=3),
+    )
+    out = scored_batch(trainer)
+    assert reward.rows_scored == 3 * BATCH  # three rounds, no more
+    metrics = logged(trainer)
+    assert metrics[PREFIX + "generation_rounds"] == 3 and metrics[PREFIX + "groups_kept"] == 0
+    assert metrics[PREFIX + "batch_full"] == 0.0
+    assert (out["advantages"] == 0).all() and out["completion_ids"].shape[0] >= 1
+
+
+def test_a_short_batch_trains_on_what_it_has(lively, tmp_path):
+    # One lively prompt in the whole dataset: the cap is reached with one group of two wanted.
+    flat = [True] * 16
+    flat[3] = False
+    trainer = make_trainer(
+        lively,
+        tmp_path,
+        flagged_rows(16, flat),
+        FlatOrLively(),
+        dynamic_sampling=DynamicSampling(max_rounds=2),
+    )
+    trainer.args.shuffle_dataset = False  # extra prompts are then 2, 3, ...: prompt 3 comes in round 2
+    out = scored_batch(trainer)
+    metrics = logged(trainer)
+    assert metrics[PREFIX + "generation_rounds"] == 2
+    assert metrics[PREFIX + "groups_kept"] == 1 and metrics[PREFIX + "batch_full"] == 0.0
+    assert out["completion_ids"].shape[0] == G
+    assert group_has_spread(out["advantages"].view(-1, G)).all()
+
+
+def test_extra_prompts_depend_only_on_seed_generation_and_round(lively, tmp_path):
+    ds = flagged_rows(16, [True] * 16)
+    a = make_trainer(lively, tmp_path, ds, FlatOrLively(), dynamic_sampling=DynamicSampling(max_rounds=3))
+    b = make_trainer(lively, tmp_path, ds, FlatOrLively(), dynamic_sampling=DynamicSampling(max_rounds=3))
+    assert a._extra_indices(1, 2) == b._extra_indices(1, 2)
+    assert a._extra_indices(1, 2) != a._extra_indices(2, 2)
+    first = a._extra_indices(1, 2)
+    a.state.global_step = 1  # a resumed run: TRL's _step is back at 0, global_step is not
+    assert a._extra_indices(1, 2) != first
+    b.state.global_step, b._step = 1, 1  # an uninterrupted run after one step
+    assert b._extra_indices(1, 2) == a._extra_indices(1, 2)
+
+
+def train_two_steps(model_tok, tmp_path, cls, reward, **kwargs):
+    import copy
+
+    model, tok = model_tok
+    trainer = make_trainer(
+        (copy.deepcopy(model), tok),
+        tmp_path,
+        grpo_rows(16),
+        reward,
+        cls=cls,
+        config={"max_steps": 2},
+        **kwargs,
+    )
+    torch.manual_seed(0)
+    trainer.train()
+    weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    history = [
+        {
+            k: v
+            for k, v in row.items()
+            if not k.startswith(PREFIX) and "time" not in k and "runtime" not in k and "per_second" not in k
+        }
+        for row in trainer.state.log_history
+    ]
+    return weights, history
+
+
+def positional(completions, **kwargs):
+    """Always spread: a completion's position in its group."""
+    return [float(i % G) for i in range(len(completions))]
+
+
+@pytest.mark.parametrize("dynamic", [None, DynamicSampling(max_rounds=4)], ids=["off", "nothing-to-drop"])
+def test_filtering_off_or_idle_is_exactly_r1labs_trainer(lively, tmp_path, dynamic):
+    base_w, base_h = train_two_steps(lively, tmp_path / "a", R1labGRPOTrainer, positional)
+    ds_w, ds_h = train_two_steps(
+        lively, tmp_path / "b", DynamicSamplingGRPOTrainer, positional, dynamic_sampling=dynamic
+    )
+    assert base_w.keys() == ds_w.keys()
+    for k in base_w:
+        assert torch.equal(base_w[k], ds_w[k]), k
+    assert base_h == ds_h
