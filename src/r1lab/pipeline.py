@@ -306,17 +306,30 @@ def _run_inference(stage: StageConfig, run: RunConfig, model: str, base: str) ->
     return out
 
 
-def run_pipeline(run: RunConfig, *, only: list[str] | None = None) -> Summary:
+def run_pipeline(run: RunConfig, *, only: list[str] | None = None, restart: bool = False) -> Summary:
     """Run (or resume) every stage of ``run``; returns the summary (also in ``runs/<name>/summary.json``).
 
     ``only`` restricts the run to the named stages (earlier finished stages still provide the model).
+    A run folder made with other settings is refused (:func:`check_rerun`) unless ``restart``, which
+    deletes its outputs first.
     """
     check(run)
+    if restart and only is not None:
+        raise UserError(
+            "--restart deletes every stage's outputs, so --only would have nothing to start from",
+            hint="run --restart without --only",
+        )
     check_only(run, only)
+    check_rerun(run, restart=restart)
     _prepare_models(run)  # a model that cannot load fails here, before anything is written
     if not is_main_process():  # rank 0 holds the run's lock for all processes
+        if restart:
+            wait_for_everyone()  # rank 0 clears the folder first
         return _run_stages(run, only)
     with exclusive_lock(run.run_dir / ".lock", f"run {run.name!r} ({run.run_dir})"):
+        if restart:
+            clear_run(run)
+            wait_for_everyone()
         for path in remove_stale_temps(run.run_dir):
             log.info("removed %s (left by an interrupted write)", path)
         return _run_stages(run, only)
@@ -393,7 +406,6 @@ def _write_resolved_config(run: RunConfig) -> None:
 
     if is_main_process():
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        _note_config_change(run, run.run_dir / "config.yaml")
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
 
 
@@ -601,25 +613,120 @@ def _outputs_present(stage: StageConfig, stage_dir: Path) -> bool:
     return True
 
 
-def _note_config_change(run: RunConfig, path: Path) -> None:
+# Fields that change nothing a run has already made: how it is reported and kept, not what it trains.
+_RECORD_ONLY_FIELDS = {
+    "report",
+    "keep_checkpoints",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "report_to",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private_repo",
+}
+# A stage that has not finished may be resumed to a different length: its model is then trained to the
+# new length, which is what the record says.
+_LENGTH_FIELDS = {"max_steps", "num_train_epochs"}
+
+
+def changed_settings(run: RunConfig) -> list[str]:
+    """What differs between ``run`` and the earlier run recorded in its folder (``config.yaml``), as
+    ``"field: old -> new"`` lines, for the settings behind outputs already there: every run-level field
+    once anything was made, and the fields of each stage that has started (a stage that has not started
+    may change freely, and so may a later stage be added). Empty for a new run folder.
+
+    >>> changed_settings(RunConfig(name="x", output_dir="/nonexistent"))
+    []
+    """
+    path = run.run_dir / "config.yaml"
     if not path.is_file():
-        return
+        return []
     import yaml
 
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
-        return
+        old = {}
+    if not isinstance(old, dict):
+        return ["config.yaml: unreadable"]
     new = run.to_dict()
-    old_stages = {s.get("name"): s for s in old.get("stages", []) if isinstance(s, dict)}
-    changed = [s["name"] for s in new["stages"] if s["name"] in old_stages and old_stages[s["name"]] != s]
-    if changed or old.get("model") != new.get("model"):
-        log.warning(
-            "%s: settings differ from the earlier run (%s); finished stages are kept as they are — use "
-            "a new --name to start over",
-            path.parent,
-            ", ".join(changed) or "model",
+    changes = _dict_changes(old, new, skip={"name", "output_dir", "stages"}, prefix="")
+    old_stages = [s for s in old.get("stages") or [] if isinstance(s, dict)]
+    new_stages = {s["name"]: s for s in new["stages"]}
+    new_order = [s["name"] for s in new["stages"]]
+    summary = load_summary(run)
+    for i, old_stage in enumerate(old_stages):
+        name = str(old_stage.get("name"))
+        entry = next((e for e in summary.get("stages", []) if e.get("name") == name), None)
+        if entry is None and not (run.run_dir / name).exists():
+            continue  # never started: nothing made under these settings
+        if name not in new_stages:
+            changes.append(f"stage {name}: removed")
+            continue
+        before = [str(s.get("name")) for s in old_stages[:i]]
+        if new_order[: new_order.index(name)] != before:
+            changes.append(
+                f"stages before {name}: {', '.join(before) or '(none)'} -> "
+                f"{', '.join(new_order[: new_order.index(name)]) or '(none)'}"
+            )
+        finished = (entry or {}).get("status") in ("done", "skipped") or any(
+            (run.run_dir / name / made).is_file() for made in ("model/config.json", "stats.json")
         )
+        skip = {"name"} | (set() if finished else _LENGTH_FIELDS)
+        changes += _dict_changes(old_stage, new_stages[name], skip=skip, prefix=f"{name}.")
+    return changes
+
+
+def _dict_changes(old: dict, new: dict, *, skip: set[str], prefix: str) -> list[str]:
+    out = []
+    for key in dict.fromkeys([*old, *new]):
+        if key in skip or key in _RECORD_ONLY_FIELDS or old.get(key) == new.get(key):
+            continue
+        out.append(f"{prefix}{key}: {_short(old.get(key))} -> {_short(new.get(key))}")
+    return out
+
+
+def _short(value) -> str:
+    text = " ".join(repr(value).split()) if isinstance(value, str) else " ".join(str(value).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_rerun(run: RunConfig, *, restart: bool = False) -> None:
+    """Refuse, before any work, to continue a run folder made with other settings (its outputs would no
+    longer match its record); ``restart`` allows it (the outputs are deleted first, see :func:`clear_run`)."""
+    changes = [] if restart else changed_settings(run)
+    if changes:
+        raise UserError(
+            f"run {run.name!r} ({run.run_dir}) was made with other settings: {'; '.join(changes)}",
+            hint="give this run a new --name to keep both, or add --restart to delete its outputs and "
+            "start over",
+        )
+
+
+def clear_run(run: RunConfig) -> None:
+    """Delete what earlier runs made in ``run``'s folder (``--restart``): r1lab's own files and the folders
+    of the stages named in the old or the new record; anything else in the folder is left alone."""
+    import shutil
+
+    import yaml
+
+    root = run.run_dir
+    if not root.is_dir():
+        return
+    names = {s.name for s in run.stages}
+    try:
+        old = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
+        names |= {str(s.get("name")) for s in old.get("stages") or [] if isinstance(s, dict)}
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    files = ("config.yaml", "summary.json", "metrics.jsonl", "samples.jsonl", "report.html")
+    for name in sorted(names | {"tb", "evals"}):
+        if name and (root / name).is_dir():
+            shutil.rmtree(root / name)
+    for name in files:
+        (root / name).unlink(missing_ok=True)
+    log.info("--restart: removed the earlier outputs in %s", root)
 
 
 def _write_report(run_dir: Path) -> None:

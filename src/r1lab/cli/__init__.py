@@ -59,8 +59,12 @@ class VerbParser(argparse.ArgumentParser):
         self.collect_overrides = collect_overrides
 
     def parse_known_args(self, args=None, namespace=None):
+        args = [self._own_spelling(a) for a in (sys.argv[1:] if args is None else args)]
         namespace, rest = super().parse_known_args(args, namespace)
         if not self.collect_overrides:
+            unknown = [a for a in rest if a.startswith("--")]
+            if unknown:
+                raise UserError(f"{self.prog}: unknown option {unknown[0]}", hint=self._suggest(unknown[0]))
             return namespace, rest
         overrides, left = list(getattr(namespace, "overrides", None) or []), []
         i = 0
@@ -80,6 +84,26 @@ class VerbParser(argparse.ArgumentParser):
                 i += 1
         namespace.overrides = overrides
         return namespace, left
+
+    def _own_spelling(self, token: str) -> str:
+        """``--max_new_tokens`` -> ``--max-new-tokens`` where only the other spelling is a flag of this verb
+        (and the other way round): TRL's underscores and r1lab's dashes both work on every verb."""
+        if not token.startswith("--") or len(token) < 3:
+            return token
+        flag, eq, value = token.partition("=")
+        if flag in self._option_string_actions:
+            return token
+        for other in (flag[:2] + flag[2:].replace("_", "-"), flag[:2] + flag[2:].replace("-", "_")):
+            if other in self._option_string_actions:
+                return other + eq + value
+        return token
+
+    def _suggest(self, token: str) -> str:
+        import difflib
+
+        flags = [f for f in self._option_string_actions if f.startswith("--")]
+        close = difflib.get_close_matches(token.split("=", 1)[0], flags, n=1, cutoff=0.6)
+        return f"did you mean {close[0]}?" if close else f"see {self.prog} --help"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,6 +95,7 @@ def register(sub) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="validate and print the resolved recipe, run nothing"
     )
+    _restart_flag(p)
     add_common_flags(p)
     p.set_defaults(func=_run_handler)
 
@@ -133,8 +134,18 @@ def _register_stage_verb(sub, kind: str, add_common_flags, add_column_flags, Hel
         help="stop at a bad data row, or skip it (the stage's on_bad_row)",
     )
     sp.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe")
+    _restart_flag(sp)
     add_common_flags(sp)
     sp.set_defaults(func=_stage_handler, kind=kind)
+
+
+def _restart_flag(p) -> None:
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="the run folder was made with other settings: delete its outputs and start over "
+        "(without it such a rerun stops and lists what changed)",
+    )
 
 
 def _run_level_flags(p) -> None:
@@ -157,7 +168,11 @@ def _run_level_flags(p) -> None:
         help="training data: builtin[:level=N], a hub name, or a local file",
     )
     p.add_argument(
-        "--output-dir", dest="output_dir", default=none, help="where runs go (the recipe says runs)"
+        "--output-dir",
+        dest="output_dir",
+        default=none,
+        help="where runs go: OUTPUT_DIR/NAME (the recipe says runs); for grpo/sft/rs without --name, "
+        "the run folder itself, as in TRL",
     )
     p.add_argument("--seed", type=int, default=none, help="random seed")
     p.add_argument(
@@ -227,7 +242,7 @@ def _run_handler(args) -> int:
 
     run = load_config(resolve_recipe_path(args.config), _run_level_overrides(args) + list(args.overrides))
     only = [s.strip() for s in args.only.split(",")] if getattr(args, "only", None) else None
-    return _execute(run, dry_run=args.dry_run, only=only)
+    return _execute(run, dry_run=args.dry_run, only=only, restart=args.restart)
 
 
 def _stage_handler(args) -> int:
@@ -269,6 +284,10 @@ def _stage_handler(args) -> int:
     else:
         base = {"name": kind, "stages": [{"name": kind, "kind": kind}]}
     base.setdefault("name", kind)
+    if getattr(args, "output_dir", None) is not None and getattr(args, "name", None) is None:
+        # TRL's habit: --output_dir is the run's own folder (its model lands in OUTPUT_DIR/<stage>/model)
+        folder = Path(args.output_dir).expanduser().resolve()
+        args.name, args.output_dir = folder.name, str(folder.parent)
     if getattr(args, "data", None) is not None and not any(o.startswith("eval_data=") for o in run_overrides):
         base.pop("eval_data", None)  # the user's own data: held-out problems follow it
     data = apply_overrides(base, _run_level_overrides(args) + run_overrides)
@@ -277,25 +296,26 @@ def _stage_handler(args) -> int:
     run = RunConfig.from_dict(data, source=args.config or f"r1lab {kind}")
     if getattr(args, "data", None) is not None:
         run.stages[0].data = run.data  # --data wins over the --config stage's own (minus held-out rows)
-    return _execute(run, dry_run=args.dry_run)
+    return _execute(run, dry_run=args.dry_run, restart=args.restart)
 
 
-def _execute(run, *, dry_run: bool, only: list[str] | None = None) -> int:
+def _execute(run, *, dry_run: bool, only: list[str] | None = None, restart: bool = False) -> int:
     import yaml
     from rich.console import Console
 
     from r1lab.config import annotate_yaml
-    from r1lab.pipeline import check, run_pipeline, summary_tables
+    from r1lab.pipeline import check, check_rerun, run_pipeline, summary_tables
 
     console = Console()
     if dry_run:
         check(run)
+        check_rerun(run, restart=restart)
         text = yaml.safe_dump(run.to_dict(), sort_keys=False, width=1_000_000)  # unwrapped: valid YAML
         print(annotate_yaml(text))  # each r1lab field's help as a comment
         return 0
     from r1lab import distributed
 
-    summary = run_pipeline(run, only=only)
+    summary = run_pipeline(run, only=only, restart=restart)
     if distributed.is_main_process():  # one copy of the tables under accelerate launch
         for table in summary_tables(summary):
             console.print(table)

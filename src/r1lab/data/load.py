@@ -122,8 +122,8 @@ def heldout_of(data: str, eval_n: int) -> tuple[str, str] | None:
         return None
     if spec.kind != "file":
         return data, data
-    if spec.options.get("rows") or eval_n <= 0:
-        return None
+    if spec.options.get("rows") or eval_n <= 0 or not Path(spec.target).is_file():
+        return None  # a missing file is reported, in one line, where the data is checked
     held = eval_n
     if spec.target.endswith(".jsonl"):  # cheap to count; other formats hold out eval_n rows
         with open(spec.target, "rb") as f:

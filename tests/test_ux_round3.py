@@ -1,0 +1,144 @@
+"""Issue #24, user experience third round: reruns that say what changed, TRL and open-r1 habits, progress
+everywhere, built-in data that means what it says."""
+
+import json
+
+import pytest
+import yaml
+
+from r1lab.cli import main
+from r1lab.config import RunConfig
+from r1lab.pipeline import changed_settings
+
+GRPO_ON_TINY = [
+    "--model", "tiny", "--n", "4", "--num_generations", "2", "--per_device_train_batch_size", "2",
+    "--max_completion_length", "8", "--eval_n", "0",
+]  # fmt: skip
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line, no traceback
+    return err
+
+
+# ------------------------------------------------------------------------------ 1. reruns
+
+
+def test_1_a_rerun_with_other_settings_stops_before_any_work_and_restart_starts_over(
+    tmp_path, r1lab_cache, capsys, monkeypatch
+):
+    import r1lab.pipeline as pipeline
+
+    run_dir = tmp_path / "g"
+    assert main(["grpo", *GRPO_ON_TINY, "--output_dir", str(run_dir), "--max_steps", "2"]) == 0
+    model = run_dir / "grpo" / "model" / "model.safetensors"
+    made = model.stat().st_mtime_ns
+    record = (run_dir / "config.yaml").read_text()
+    capsys.readouterr()
+
+    real_prepare = pipeline._prepare_models
+    monkeypatch.setattr(pipeline, "_prepare_models", lambda run: pytest.fail("a model was resolved"))
+    rerun = ["grpo", *GRPO_ON_TINY, "--output_dir", str(run_dir), "--max_steps", "1", "--eval_n", "2"]
+    assert main(rerun) == 2
+    err = _err(capsys)
+    assert "grpo.max_steps: 2 -> 1" in err and "eval_n: 0 -> 2" in err
+    assert "--name" in err and "--restart" in err
+    assert main([*rerun, "--dry-run"]) == 2  # a dry run says so too
+    assert (run_dir / "config.yaml").read_text() == record  # the record still matches the model
+    assert model.stat().st_mtime_ns == made
+
+    monkeypatch.setattr(pipeline, "_prepare_models", real_prepare)
+    assert main([*rerun[:-2], "--eval_n", "0", "--restart"]) == 0  # starts over: the record is the new one
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["stages"][0]["max_steps"] == 1
+    assert model.stat().st_mtime_ns != made
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("step", 0) for r in steps) == 1  # the old run's log went with it
+
+
+def test_1_stages_that_have_not_started_may_change_and_an_interrupted_one_may_change_length(tmp_path):
+    def recipe(**grpo):
+        stages = [{"name": "grpo", "kind": "grpo", "max_steps": 4, **grpo}, {"name": "sft", "kind": "sft"}]
+        return RunConfig.from_dict(
+            {"name": "r", "output_dir": str(tmp_path), "model": "tiny", "stages": stages}
+        )
+
+    old = recipe()
+    old.run_dir.mkdir(parents=True)
+    (old.run_dir / "config.yaml").write_text(yaml.safe_dump(old.to_dict()))
+    assert changed_settings(old) == []
+    (old.run_dir / "grpo").mkdir()  # grpo started (interrupted): sft has not
+    new = recipe()
+    new.stages[1].args["learning_rate"] = 1e-3
+    new.stages[0].args["max_steps"] = 8
+    assert changed_settings(new) == []
+    new.stages[0].args["learning_rate"] = 1e-3
+    assert changed_settings(new) == ["grpo.learning_rate: None -> 0.001"]
+    (old.run_dir / "summary.json").write_text(
+        json.dumps({"name": "r", "stages": [{"name": "grpo", "status": "done"}]})
+    )
+    new.stages[0].args.pop("learning_rate")
+    assert changed_settings(new) == ["grpo.max_steps: 4 -> 8"]  # finished: its length is settled
+    new.seed = 3
+    assert "seed: 0 -> 3" in changed_settings(new)
+
+
+# ------------------------------------------------------------------------------ 2. missing data
+
+
+@pytest.mark.parametrize("verb", ["sft", "grpo"])
+@pytest.mark.parametrize("dry", [True, False])
+def test_2_a_missing_data_file_is_one_line_and_exit_2(verb, dry, tmp_path, capsys):
+    argv = [
+        verb,
+        "--model",
+        "tiny",
+        "--data",
+        str(tmp_path / "nope.jsonl"),
+        "--output_dir",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv + (["--dry-run"] if dry else [])) == 2
+    assert "data file not found" in _err(capsys)
+    assert main(["run", "--data", "nope.jsonl", "--model", "tiny", "--dry-run"]) == 2
+    assert "nope.jsonl" in _err(capsys)
+
+
+# ------------------------------------------------------------------------------ 5. --output_dir
+
+
+def test_5_output_dir_is_the_run_folder_of_a_one_stage_verb(tmp_path, capsys):
+    assert main(["grpo", "--model", "tiny", "--output_dir", str(tmp_path / "x"), "--dry-run"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["name"] == "x" and out["output_dir"] == str(tmp_path)  # the model goes to x/grpo/model
+    assert main(["grpo", "--model", "tiny", "--output-dir", str(tmp_path), "--name", "n", "--dry-run"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert (out["name"], out["output_dir"]) == ("n", str(tmp_path))  # with --name: OUTPUT_DIR/NAME
+
+
+# ------------------------------------------------------------------------------ 6. flag spellings
+
+
+def test_6_both_spellings_work_on_every_verb_and_an_unknown_flag_gets_a_suggestion(capsys, monkeypatch):
+    import r1lab.cli.evaluate as cli_eval
+
+    seen = {}
+    monkeypatch.setattr(cli_eval, "run_eval", lambda args: seen.update(vars(args)) or 0)
+    from r1lab.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["eval", "--model", "tiny", "--data", "builtin", "--max_new_tokens", "64"]
+    )
+    assert args.max_new_tokens == 64
+    args = build_parser().parse_args(["eval", "--model", "tiny", "--data", "builtin", "--n_samples=3"])
+    assert args.n_samples == 3
+    assert main(["eval", "--model", "tiny", "--data", "builtin", "--max_new_tokns", "64"]) == 2
+    assert "did you mean --max-new-tokens?" in _err(capsys)
+    assert main(["grpo", "--model", "tiny", "--max-steps", "3", "--dry_run", "--on_bad_row", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert "max_steps: 3" in out and "on_bad_row: skip" in out
+    try:
+        main(["eval", "--help"])
+    except SystemExit:
+        pass
+    assert "--max-new-tokens" in capsys.readouterr().out  # help shows one spelling
