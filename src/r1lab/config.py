@@ -75,6 +75,28 @@ class StageConfig:
     share_prompt_forward: bool = _field(
         True, "grpo: run each prompt once for all its completions in the loss (exact, faster)"
     )
+    dynamic_sampling: bool = _field(
+        False,
+        "grpo: drop groups whose rewards have zero spread and draw more prompts until the batch is full "
+        "(DAPO's dynamic sampling, verl's filter_groups)",
+    )
+    dynamic_sampling_metric: str = _field(
+        "total",
+        "grpo: the reward whose spread counts: total (the weighted sum) or one of the stage's rewards",
+    )
+    dynamic_sampling_max_rounds: int = _field(
+        4, "grpo: at most this many generation rounds per batch; then train on what was kept"
+    )
+    pass_rate_file: str | None = _field(
+        None, "grpo: a JSONL of per-problem pass rates (r1lab data pass-rate) for pass_rate_band / curriculum"
+    )
+    pass_rate_band: list[float] | None = _field(
+        None, "grpo: keep problems whose pass rate is in [low, high], e.g. [0.1, 0.9] (needs pass_rate_file)"
+    )
+    curriculum: str = _field(
+        "none",
+        "grpo: none (shuffled) or easy_to_hard (by pass rate from pass_rate_file, else the built-in task's level)",
+    )
     num_samples: int = _field(4, "rs: completions per prompt (K); eval: samples per problem")
     temperature: float | None = _field(None, "rs/eval/inference: sampling temperature (default: greedy)")
     max_new_tokens: int = _field(256, "rs/eval/inference: token budget of each completion")
@@ -170,6 +192,12 @@ KIND_FIELDS = {
         "rollout_engine",
         "rollout_dtype",
         "share_prompt_forward",
+        "dynamic_sampling",
+        "dynamic_sampling_metric",
+        "dynamic_sampling_max_rounds",
+        "pass_rate_file",
+        "pass_rate_band",
+        "curriculum",
     },
     "sft": _DATA_FIELDS | {"evaluate", "keep_checkpoints"},
     "rs": _DATA_FIELDS | _SAMPLING_FIELDS | {"max_per_prompt", "evaluate"},
@@ -462,6 +490,8 @@ def validate(run: RunConfig) -> RunConfig:
         if stage.kind == "grpo":
             _validate_rewards(stage, here)
             _validate_rollouts(stage, here)
+            _validate_dynamic_sampling(stage, here)
+            _validate_curriculum(stage, here)
         if stage.kind == "rs":
             if stage.num_samples < 1 or stage.max_per_prompt < 1:
                 raise UserError(
@@ -665,6 +695,76 @@ def _validate_rollouts(stage: StageConfig, here: str) -> None:
         raise UserError(
             f"{here}: rollout_dtype {stage.rollout_dtype!r} is not one of {', '.join(dtypes)}",
             hint="auto decodes in bf16 on CPUs with native bf16, else in the model's dtype",
+        )
+
+
+def _validate_dynamic_sampling(stage: StageConfig, here: str) -> None:
+    """Dynamic sampling's fields, and that each process's generation batch holds whole groups (filtering is
+    per process)."""
+    metrics = ("total", *stage.rewards)
+    if stage.dynamic_sampling_metric not in metrics:
+        raise UserError(
+            f"{here}: dynamic_sampling_metric {stage.dynamic_sampling_metric!r} is not one of {', '.join(metrics)}",
+            hint="total (the weighted sum TRL's advantages use) or one of the stage's rewards",
+        )
+    if stage.dynamic_sampling_max_rounds < 1:
+        raise UserError(
+            f"{here}: dynamic_sampling_max_rounds must be >= 1, got {stage.dynamic_sampling_max_rounds}",
+            hint="1 filters without drawing again; 3-5 is typical (verl's max_num_gen_batches)",
+        )
+    if not stage.dynamic_sampling:
+        return
+    cls = trl_config_class("grpo")
+    a = stage.args
+    get = lambda k: a[k] if k in a else _default(cls, k)  # noqa: E731
+    bs, g = int(get("per_device_train_batch_size")), int(get("num_generations"))
+    if a.get("generation_batch_size") is not None:
+        local = int(a["generation_batch_size"]) // launched_world_size()
+    else:
+        steps = a.get("steps_per_generation")
+        local = bs * int(steps if steps is not None else get("gradient_accumulation_steps"))
+    if local % g:
+        raise UserError(
+            f"{here}: dynamic sampling keeps or drops whole groups on each process, but a process's "
+            f"generation batch ({local} rows) does not hold whole groups of num_generations ({g})",
+            hint=f"make per_device_train_batch_size x steps_per_generation a multiple of {g}",
+        )
+
+
+CURRICULA = ("none", "easy_to_hard")
+
+
+def _validate_curriculum(stage: StageConfig, here: str) -> None:
+    if stage.curriculum not in CURRICULA:
+        raise UserError(
+            f"{here}: curriculum {stage.curriculum!r} is not one of {', '.join(CURRICULA)}",
+            hint="easy_to_hard orders problems by pass rate (pass_rate_file) or by the built-in task's level",
+        )
+    band = stage.pass_rate_band
+    if band is not None:
+        if (
+            len(band) != 2
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in band)
+            or not 0 <= band[0] <= band[1] <= 1
+        ):
+            raise UserError(
+                f"{here}: pass_rate_band must be [low, high] with 0 <= low <= high <= 1, got {band!r}",
+                hint="e.g. pass_rate_band: [0.1, 0.9] keeps problems the model solves sometimes, not always",
+            )
+        if not stage.pass_rate_file:
+            raise UserError(
+                f"{here}: pass_rate_band needs pass_rate_file",
+                hint="write one with `r1lab data pass-rate --model M --data D --out rates.jsonl`",
+            )
+    if stage.pass_rate_file and not Path(stage.pass_rate_file).is_file():
+        raise UserError(
+            f"{here}: pass_rate_file not found: {stage.pass_rate_file}",
+            hint="write it with `r1lab data pass-rate`, or check the path",
+        )
+    if stage.curriculum != "none" and stage.args.get("shuffle_dataset"):
+        raise UserError(
+            f"{here}: curriculum {stage.curriculum} orders the problems, but shuffle_dataset is true",
+            hint="remove shuffle_dataset (r1lab turns it off for a curriculum)",
         )
 
 

@@ -561,3 +561,68 @@ def _item_row(row: dict, key: str, comps, verdicts, k: int) -> dict[str, Any]:
         if row.get(name) not in (None, ""):
             item[name] = row[name]
     return item
+
+
+# --------------------------------------------------------------------------------------------
+# Pass rates (r1lab data pass-rate)
+# --------------------------------------------------------------------------------------------
+
+
+def measure_pass_rates(
+    model_spec_or_pair,
+    dataset,
+    *,
+    k: int = 8,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 64,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    backend: str = "auto",
+    on_progress: Callable[[float, int], None] | None = None,
+) -> tuple[list[dict], dict[str, Any]]:
+    """Each problem's pass rate: ``k`` sampled completions judged as :func:`evaluate` judges them (it does
+    the sampling: r1lab's decoder on the HF backend). Returns one
+    :func:`r1lab.data.pass_rates.pass_rate_row` per dataset row, in order, and evaluate's summary.
+
+    ``work_dir`` keeps the per-problem samples (``items.jsonl``), so a rerun with the same settings
+    resumes; without it they go to a temporary folder.
+
+    Example::
+
+        from r1lab.data import load_eval_dataset
+        ds = load_eval_dataset("builtin", split="train", n=20)
+        rows, _ = measure_pass_rates("tiny", ds, k=4, max_new_tokens=16)
+    """
+    import tempfile
+
+    from r1lab.data.pass_rates import pass_rate_row
+
+    if temperature <= 0 and k > 1:
+        raise UserError(
+            f"k={k} greedy completions are all the same", hint="sample: use a temperature > 0 (e.g. 1.0)"
+        )
+    rows = _as_rows(dataset, None)
+    with nullcontext(Path(work_dir)) if work_dir is not None else tempfile.TemporaryDirectory() as out:
+        summary = evaluate(
+            model_spec_or_pair,
+            rows,
+            n_samples=k,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            out_dir=out,
+            backend=backend,
+            seed=seed,
+            on_progress=on_progress,
+        )
+        items = {item["key"]: item for item in read_jsonl(Path(out) / ITEMS_FILE)}
+    return [
+        pass_rate_row(
+            row.get("problem") or items[_item_key(row)]["problem"],
+            str(row["solution"]),
+            items[_item_key(row)]["correct"],
+            row.get("level"),
+        )
+        for row in rows
+    ], summary

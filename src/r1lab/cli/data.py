@@ -1,4 +1,5 @@
-"""``r1lab data preview|make-synthetic``: look at a data source as training sees it; write the built-in task."""
+"""``r1lab data preview|make-synthetic|pass-rate``: look at a data source as training sees it; write the
+built-in task; measure each problem's pass rate with a model."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def columns_from_args(args: argparse.Namespace) -> dict[str, str]:
 
 
 def register(sub) -> None:
-    """Add ``data preview`` and ``data make-synthetic``."""
+    """Add ``data preview``, ``data make-synthetic`` and ``data pass-rate``."""
     from r1lab.cli import HelpFormatter, add_common_flags
 
     parser = sub.add_parser(
@@ -66,6 +67,7 @@ def register(sub) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
     _register_preview(verbs, add_common_flags, HelpFormatter)
     _register_make_synthetic(verbs, add_common_flags, HelpFormatter)
+    _register_pass_rate(verbs, add_common_flags, HelpFormatter)
 
 
 def _register_preview(verbs, add_common_flags, HelpFormatter) -> None:
@@ -118,6 +120,125 @@ def _register_make_synthetic(verbs, add_common_flags, HelpFormatter) -> None:
     make.add_argument("--seed", type=int, default=0, help="random seed")
     add_common_flags(make)
     make.set_defaults(func=_make_synthetic)
+
+
+PASS_RATE_EXAMPLES = """examples:
+  r1lab data pass-rate builtin --model smollm2-135m --n 200 --k 8 --out rates.jsonl
+  r1lab data pass-rate data/gsm8k_train.jsonl --model runs/gsm8k/sft/model --k 8 --max-new-tokens 384 \\
+      --out runs/gsm8k/pass_rates.jsonl --work-dir runs/gsm8k/pass_rates   # resumable
+
+Each line: {"problem", "solution", "k", "passes", "pass_rate", "level"?}. A GRPO stage reads it with
+`pass_rate_file:` and keeps a band (`pass_rate_band: [0.1, 0.9]`) or orders problems easy to hard
+(`curriculum: easy_to_hard`). Prompts are the model's own (system prompt, reply prefix) unless given.
+"""
+
+
+def _register_pass_rate(verbs, add_common_flags, HelpFormatter) -> None:
+    rate = verbs.add_parser(
+        "pass-rate",
+        help="measure each problem's pass rate with a model (k samples each)",
+        description="Sample k completions per problem with a model (r1lab's batched decoder, the sampling\n"
+        "`r1lab eval` does), judge each as the accuracy reward does, and write each problem's pass rate\n"
+        "to a JSONL file, atomically.\n\n" + PASS_RATE_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    rate.add_argument("source", metavar="NAME_OR_PATH", help="builtin[:options], a hub name, or a file")
+    rate.add_argument("--model", required=True, help="model spec: tiny, smollm2-135m, a run's model dir, ...")
+    rate.add_argument("--out", required=True, help="output .jsonl file")
+    rate.add_argument("--split", default="train", help="dataset split")
+    rate.add_argument("--n", type=int, default=None, help="first N problems (default: all)")
+    rate.add_argument("--k", type=int, default=8, help="samples per problem")
+    rate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    rate.add_argument("--max-new-tokens", type=int, default=256, help="token budget of each completion")
+    rate.add_argument("--batch-size", type=int, default=64, help="sequences decoded together")
+    rate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    rate.add_argument(
+        "--system-prompt",
+        default=None,
+        help="'r1', 'none', or literal text (default: the model's own, else r1)",
+    )
+    rate.add_argument(
+        "--reply-prefix",
+        default=None,
+        help="text each reply starts with (default: the model's own, else none)",
+    )
+    rate.add_argument(
+        "--work-dir", default=None, help="keep the samples here (items.jsonl); a rerun with it resumes"
+    )
+    rate.add_argument(
+        "--on-bad-row", choices=("error", "skip"), default="error", help="stop at a bad row, or skip it"
+    )
+    add_column_flags(rate)
+    add_common_flags(rate)
+    rate.set_defaults(func=_pass_rate)
+
+
+def _pass_rate(args: argparse.Namespace) -> int:
+    import time
+    from collections import Counter
+    from pathlib import Path
+
+    from r1lab.cli.evaluate import _progress_bar
+    from r1lab.data import load_eval_dataset
+    from r1lab.data.pass_rates import write_pass_rates
+    from r1lab.evaluate import measure_pass_rates
+    from r1lab.models import resolve_model
+    from r1lab.prompts import prompt_for
+
+    if args.k < 1:
+        raise UserError(f"--k must be >= 1, got {args.k}")
+    if args.temperature <= 0:
+        raise UserError(f"--temperature must be > 0, got {args.temperature}", hint="pass rates need sampling")
+    if args.n is not None and args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise UserError(f"--out must be a .jsonl file, got {out}", hint="e.g. --out rates.jsonl")
+    resolve_model(args.model)  # a bad model spec fails here, before the data and the weights load
+    system_prompt, reply_prefix, _ = prompt_for(args.model, args.system_prompt, args.reply_prefix)
+    dataset = load_eval_dataset(
+        args.source,
+        split=args.split,
+        n=args.n,
+        system_prompt=system_prompt,
+        reply_prefix=reply_prefix,
+        columns=columns_from_args(args),
+        on_bad_row=args.on_bad_row,
+    )
+    if len(dataset) == 0:
+        raise UserError(f"no problems in {args.source} (split {args.split})")
+    t0 = time.perf_counter()
+    with _progress_bar(disable=False, total=len(dataset)) as on_progress:
+        rows, summary = measure_pass_rates(
+            args.model,
+            dataset,
+            k=args.k,
+            temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            work_dir=args.work_dir,
+            on_progress=on_progress,
+        )
+    seconds = time.perf_counter() - t0
+    write_pass_rates(out, rows)
+    rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
+    passes = Counter(r["passes"] for r in rows if r["passes"] is not None)
+    print(
+        f"wrote {len(rows)} pass rates (k={args.k}) to {out} in {seconds:.0f} s "
+        f"({100 * seconds / len(rows):.0f} s per 100 problems)"
+    )
+    if rates:
+        print(
+            f"mean pass rate {sum(rates) / len(rates):.3f}; never solved {passes.get(0, 0)}, "
+            f"always solved {passes.get(args.k, 0)}, in between {len(rates) - passes.get(0, 0) - passes.get(args.k, 0)}"
+        )
+        print("solved k times: " + "  ".join(f"{c}:{passes.get(c, 0)}" for c in range(args.k + 1)))
+    if len(rates) < len(rows):
+        print(
+            f"{len(rows) - len(rates)} problems have a reference the verifier cannot parse (pass_rate null)"
+        )
+    return 0
 
 
 def _dist(values: list[int]) -> str:

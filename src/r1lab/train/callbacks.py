@@ -57,7 +57,34 @@ def step_line(stage: str, step: int, max_steps: int, logs: dict) -> str | None:
     parts = [
         f"{label} {logs[key]:.3g}" for key, label in STEP_LINE_KEYS if isinstance(logs.get(key), int | float)
     ]
+    sampled = _dynamic_sampling_part(logs)
+    if sampled:
+        parts.insert(1 if parts else 0, sampled)
     return f"{stage} step {step}/{max_steps}: " + ", ".join(parts) if parts else None
+
+
+def _dynamic_sampling_part(logs: dict) -> str | None:
+    """``groups 8/12 kept, 2 rounds, 33% zero-spread`` from dynamic sampling's metrics (None without them).
+
+    >>> _dynamic_sampling_part({"dynamic_sampling/groups_kept": 2.0, "dynamic_sampling/groups_drawn": 6.0,
+    ...     "dynamic_sampling/generation_rounds": 3.0, "dynamic_sampling/zero_spread_frac": 0.6667,
+    ...     "dynamic_sampling/batch_full": 0.0})
+    'groups 2/6 kept, 3 rounds, 67% zero-spread (cap reached)'
+    """
+    p = "dynamic_sampling/"
+    kept, drawn = logs.get(p + "groups_kept"), logs.get(p + "groups_drawn")
+    if not isinstance(kept, int | float) or not isinstance(drawn, int | float):
+        return None
+    text = f"groups {kept:.3g}/{drawn:.3g} kept"
+    rounds, zero = logs.get(p + "generation_rounds"), logs.get(p + "zero_spread_frac")
+    if isinstance(rounds, int | float):
+        text += f", {rounds:.3g} round" + ("" if rounds == 1 else "s")
+    if isinstance(zero, int | float):
+        text += f", {zero:.0%} zero-spread"
+    full = logs.get(p + "batch_full")
+    if isinstance(full, int | float) and full < 1:
+        text += " (cap reached)"
+    return text
 
 
 class StepLine(ProgressCallback):

@@ -30,12 +30,57 @@ log = logging.getLogger(__name__)
 
 
 def grpo_dataset(stage: StageConfig, run: RunConfig):
-    """The stage's prompts (``prompt``, ``solution``, ``problem`` columns)."""
+    """The stage's prompts (``prompt``, ``solution``, ``problem`` columns), kept to ``pass_rate_band`` and
+    ordered by ``curriculum`` when the stage asks."""
     from r1lab.data import load_grpo_dataset
 
-    return load_grpo_dataset(
+    dataset = load_grpo_dataset(
         stage.data or run.data, reply_prefix=run.reply_prefix, **stage_data_options(stage, run)
     )
+    return curate_dataset(dataset, stage, run)
+
+
+def curate_dataset(dataset, stage: StageConfig, run: RunConfig):
+    """``dataset`` kept to the stage's pass-rate band and ordered easy to hard (its ``curriculum``), by the
+    pass rates in ``pass_rate_file`` or, without one, the data's levels (the built-in task's among them)."""
+    if stage.pass_rate_band is None and stage.curriculum == "none":
+        return dataset
+    from r1lab.data.pass_rates import curate, read_pass_rates
+
+    rates = read_pass_rates(stage.pass_rate_file) if stage.pass_rate_file else None
+    levels = None
+    if stage.curriculum != "none" and rates is None:
+        levels = _levels(stage, run)
+        if len(levels) != len(dataset):  # the same loader and options: this cannot differ
+            raise RuntimeError(f"{len(levels)} levels for {len(dataset)} rows")
+    dataset, notes = curate(
+        dataset,
+        rates=rates,
+        band=stage.pass_rate_band,
+        curriculum=stage.curriculum,
+        levels=levels,
+        seed=run.seed,
+    )
+    for note in notes:
+        log.info("%s: %s", stage.name, note)
+    return dataset
+
+
+def _levels(stage: StageConfig, run: RunConfig) -> list[str | None]:
+    """Each training row's difficulty level as the source gives it (the built-in task's ``level``)."""
+    from r1lab.data.load import load_records
+
+    opts = stage_data_options(stage, run)
+    records, _ = load_records(
+        stage.data or run.data,
+        kind="grpo",
+        split=opts["split"],
+        n=opts["n"],
+        seed=opts["seed"],
+        columns=opts["columns"],
+        on_bad_row=opts["on_bad_row"],
+    )
+    return [r.level for r in records]
 
 
 def grpo_rewards(stage: StageConfig) -> list:
@@ -61,10 +106,20 @@ def build_grpo_trainer(
     reward_funcs = list(grpo_rewards(stage) if reward_funcs is None else reward_funcs)
     if not isinstance(reward_funcs[0], SolutionLogger):
         reward_funcs[0] = SolutionLogger(reward_funcs[0])
-    args = build_trl_args(stage, run, stage_dir / "checkpoints")
+    # a curriculum is an order: TRL's sampler must not shuffle it
+    ordered = {"shuffle_dataset": False} if stage.curriculum != "none" else {}
+    args = build_trl_args(stage, run, stage_dir / "checkpoints", **ordered)
     model, tokenizer = load_for_training(model_spec, run)
     engine, rollout_dtype, why = rollout_choice(stage, run, args, model)
-    trainer = R1labGRPOTrainer(
+    trainer_class, dynamic = R1labGRPOTrainer, {}
+    if stage.dynamic_sampling:
+        from r1lab.train.dynamic_sampling import DynamicSampling, DynamicSamplingGRPOTrainer
+
+        trainer_class = DynamicSamplingGRPOTrainer
+        dynamic["dynamic_sampling"] = DynamicSampling(
+            metric=_reward_index(stage, reward_funcs), max_rounds=stage.dynamic_sampling_max_rounds
+        )
+    trainer = trainer_class(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
@@ -74,6 +129,7 @@ def build_grpo_trainer(
         rollout_engine=engine,
         rollout_dtype=rollout_dtype,
         share_prompt_forward=stage.share_prompt_forward,
+        **dynamic,
     )
     attach_trainer(trainer, stage)
     log.info(
@@ -84,6 +140,17 @@ def build_grpo_trainer(
         numerics_line(args, cuda=cuda_available() and run.device != "cpu"),
     )
     return trainer, tokenizer
+
+
+def _reward_index(stage: StageConfig, reward_funcs: list) -> str | int:
+    """``dynamic_sampling_metric`` as the trainer takes it: ``"total"``, or the reward's column (the
+    stage's rewards are the trainer's reward functions, in order)."""
+    metric = stage.dynamic_sampling_metric
+    if metric == "total":
+        return metric
+    if len(reward_funcs) == len(stage.rewards) and metric in stage.rewards:
+        return stage.rewards.index(metric)
+    return metric  # reward functions given by the caller: matched by name in the trainer
 
 
 def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str, object, str]:
