@@ -253,8 +253,9 @@ class RunConfig:
         where = source or "recipe"
         if not isinstance(data, dict):
             raise UserError(f"{where}: a recipe must be a mapping of fields", hint="see recipes/seed.yaml")
-        data = copy.deepcopy(data)
+        data = _open_r1_names(copy.deepcopy(data), RUN_ALIASES, where)
         raw_stages = data.pop("stages", None) or []
+        _spread_to_stages(data, raw_stages)
         run_fields = {f.name for f in dataclasses.fields(cls)} - {"stages", "source"}
         unknown = [k for k in data if k not in run_fields]
         if unknown:
@@ -290,6 +291,60 @@ class RunConfig:
         return out
 
 
+# TRL / open-r1 names (their scripts' arguments and recipe keys) for r1lab's own fields.
+RUN_ALIASES = {"model_name_or_path": "model", "dataset_name": "data", "torch_dtype": "dtype"}
+STAGE_ALIASES = {"reward_funcs": "rewards", "dataset_train_split": "split"}
+# Names TRL users pass that r1lab handles differently, and what to do instead.
+EXPLAINED = {
+    "resume_from_checkpoint": "r1lab resumes by itself: run the same command again and an interrupted stage "
+    "continues from its last complete checkpoint (a finished stage is kept); drop resume_from_checkpoint",
+    "attn_implementation": "r1lab loads every model with transformers' default attention (sdpa where "
+    "available) and has no setting for it; drop attn_implementation",
+    "dataset_config": "r1lab picks the config of the hub datasets it knows by itself (openai/gsm8k: main); "
+    'for another config, save it as a file, e.g. `python -c "import datasets; datasets.load_dataset('"
+    "'NAME', 'CONFIG', split='train').to_json('train.jsonl')\"`, and pass --data train.jsonl",
+}
+
+
+def _open_r1_names(data: dict, aliases: dict[str, str], where: str) -> dict:
+    """``data`` with TRL/open-r1 names renamed to r1lab's (``model_name_or_path`` -> ``model``) and the
+    names r1lab handles its own way explained (a :class:`UserError` saying what to do instead).
+
+    >>> _open_r1_names({"model_name_or_path": "tiny", "reward_funcs": "accuracy format"}, RUN_ALIASES, "r")
+    {'reward_funcs': 'accuracy format', 'model': 'tiny'}
+    """
+    for name, ours in aliases.items():
+        if name in data:
+            if ours in data:
+                raise UserError(f"{where}: both {name!r} and {ours!r} given", hint=f"keep one ({ours})")
+            data[ours] = data.pop(name)
+    if "dataset_config" in data:
+        config = data.pop("dataset_config")
+        from r1lab.data.sources import known_source
+
+        known = known_source(str(data.get("data") or ""))
+        if config is not None and not (known and known.config == config):
+            raise UserError(f"{where}: dataset_config {config!r}", hint=EXPLAINED["dataset_config"])
+    for name in set(EXPLAINED) & set(data):
+        raise UserError(f"{where}: {name} is not an r1lab setting", hint=EXPLAINED[name])
+    return data
+
+
+def _spread_to_stages(data: dict, stages: list) -> None:
+    """Stage settings given at the top of a flat open-r1 style recipe (``reward_funcs``,
+    ``dataset_train_split``) go to every stage they apply to that does not set its own."""
+    for name, ours in STAGE_ALIASES.items():
+        for key in (name, ours if ours != "split" else None):
+            if key is None or key not in data:
+                continue
+            value = data.pop(key)
+            kinds = ("grpo",) if ours == "rewards" else ("grpo", "sft", "rs")
+            for stage in stages:
+                if isinstance(stage, dict) and stage.get("kind") in kinds:
+                    if not any(k in stage for k in (name, ours)):
+                        stage[ours] = value
+
+
 def _follow_training_data(run: RunConfig) -> None:
     """No eval_data given: held-out problems follow the training data (its test split, or the last eval_n
     rows of a plain file, which training then leaves out), so a run on the user's data is measured on it."""
@@ -306,7 +361,8 @@ def _follow_training_data(run: RunConfig) -> None:
 def _stage_from_dict(raw: Any, where: str) -> StageConfig:
     if not isinstance(raw, dict):
         raise UserError(f"{where}: a stage must be a mapping", hint="e.g. `- {name: grpo, kind: grpo}`")
-    raw = dict(raw)
+    aliases = {k: v for k, v in {**RUN_ALIASES, **STAGE_ALIASES}.items() if v != "dtype"}  # dtype: run-wide
+    raw = _open_r1_names(dict(raw), aliases, where)
     kind = raw.get("kind")
     if kind not in KINDS:
         raise UserError(
@@ -330,8 +386,8 @@ def _stage_from_dict(raw: Any, where: str) -> StageConfig:
             f"{where}: unknown field {bad!r} for a {kind} stage",
             hint=_close_hint(bad, KIND_FIELDS[kind]) or f"it takes: {', '.join(sorted(KIND_FIELDS[kind]))}",
         )
-    if isinstance(own.get("rewards"), str):
-        own["rewards"] = [r.strip() for r in own["rewards"].split(",") if r.strip()]
+    if isinstance(own.get("rewards"), str):  # "accuracy,format" or TRL's "accuracy format"
+        own["rewards"] = [r for r in own["rewards"].replace(",", " ").split() if r]
     if isinstance(own.get("questions"), str):
         own["questions"] = [own["questions"]]
     return StageConfig(**own, args=raw)
@@ -417,9 +473,10 @@ def apply_overrides(data: dict, overrides: list[str] | dict, *, source: str = "r
         value = parse_value(value) if isinstance(value, str) else value
         key = key.replace("-", "_")
         if "." not in key:
-            data[key] = value
+            data[RUN_ALIASES.get(key, key)] = value
             continue
         stage_name, field_name = key.split(".", 1)
+        field_name = STAGE_ALIASES.get(field_name, RUN_ALIASES.get(field_name, field_name))
         matches = [
             s for s in stages if isinstance(s, dict) and (s.get("name") or s.get("kind")) == stage_name
         ]

@@ -199,3 +199,77 @@ def test_filtering_off_or_idle_is_exactly_r1labs_trainer(lively, tmp_path, dynam
     for k in base_w:
         assert torch.equal(base_w[k], ds_w[k]), k
     assert base_h == ds_h
+
+
+def test_a_grpo_stage_with_dynamic_sampling_trains_and_logs_each_step(tiny_run, caplog):
+    """Through the stage: two optimizer steps of two accumulation slices each (TRL splits the kept batch
+    in two), prompts mostly flat so batches come up short, rounds capped at 2; metrics.jsonl and the
+    console line say what happened."""
+    import logging
+
+    from r1lab.io import read_jsonl
+    from r1lab.train.callbacks import step_line
+    from r1lab.train.grpo import run_grpo
+
+    stage = {
+        "name": "grpo",
+        "kind": "grpo",
+        "max_steps": 2,
+        "save_strategy": "no",
+        "num_generations": G,
+        "per_device_train_batch_size": G,
+        "gradient_accumulation_steps": 2,
+        "max_completion_length": 6,
+        "dynamic_sampling": True,
+        "dynamic_sampling_max_rounds": 2,
+    }
+    run = tiny_run(stage)
+    flat = [i % 4 != 3 for i in range(16)]  # one lively prompt in four
+    with caplog.at_level(logging.INFO):
+        out = run_grpo(
+            run.stages[0],
+            run,
+            model_spec="tiny",
+            stage_dir=run.run_dir / "grpo",
+            reward_funcs=[FlatOrLively()],
+            dataset=flagged_rows(16, flat),
+        )
+    assert (out / "config.json").is_file()
+    steps = [r for r in read_jsonl(run.run_dir / "metrics.jsonl") if PREFIX + "groups_drawn" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert 1 <= r[PREFIX + "generation_rounds"] <= 2
+        assert r[PREFIX + "groups_kept"] <= 2 and r[PREFIX + "groups_drawn"] >= 2
+        assert 0 <= r[PREFIX + "zero_spread_frac"] <= 1
+        assert f"groups {r[PREFIX + 'groups_kept']:.3g}/{r[PREFIX + 'groups_drawn']:.3g} kept" in step_line(
+            "grpo", r["step"], 2, r
+        )
+
+
+def test_every_field_of_trls_scored_batch_is_one_dynamic_sampling_knows():
+    """TRL's ``_generate_and_score_completions`` output fields: dynamic sampling pads, filters or
+    recomputes each text-only one; multimodal ones are refused at run time. A TRL upgrade that adds a
+    field fails here, not in a training run."""
+    import inspect
+    import re
+
+    from trl import GRPOTrainer
+
+    from r1lab.train import dynamic_sampling as ds
+
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    fields = set(re.findall(r'output\["(\w+)"\]', source)) | set(re.findall(r'^\s+"(\w+)": ', source, re.M))
+    known = set(ds._LEFT_PADDED + ds._RIGHT_PADDED + ds._PER_ROW + ds._RECOMPUTED)
+    multimodal = {
+        "pixel_values",
+        "image_grid_thw",
+        "pixel_attention_mask",
+        "spatial_shapes",
+        "image_sizes",
+        "token_type_ids",
+        "mm_token_type_ids",
+        "image_position_ids",
+        "num_images",
+        "num_tiles",
+    }
+    assert fields - known - multimodal == set()
