@@ -26,13 +26,16 @@ import copy
 import dataclasses
 import difflib
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from r1lab.distributed import launched_world_size
 from r1lab.errors import UserError
+from r1lab.io import parse_yaml, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +304,8 @@ EXPLAINED = {
     "attn_implementation": "r1lab loads every model with transformers' default attention (sdpa where "
     "available) and has no setting for it; drop attn_implementation",
     "dataset_config": "r1lab picks the config of the hub datasets it knows by itself (openai/gsm8k: main); "
-    'for another config, save it as a file, e.g. `python -c "import datasets; datasets.load_dataset('"
-    "'NAME', 'CONFIG', split='train').to_json('train.jsonl')\"`, and pass --data train.jsonl",
+    "for another config, save it as a file (datasets.load_dataset(NAME, CONFIG, split='train')"
+    ".to_json('train.jsonl')) and pass --data train.jsonl",
 }
 
 
@@ -409,8 +412,6 @@ def load_config(
     ``overrides`` is a list of ``key=value`` strings (``"model=tiny"``, ``"grpo.learning_rate=1e-6"``: a
     stage is addressed by its name) or a dict of the same keys. Values are parsed as YAML scalars.
     """
-    import yaml
-
     data: dict = {}
     source = None
     if path is not None:
@@ -419,10 +420,7 @@ def load_config(
             hint = "the bundled recipes are recipes/seed.yaml, recipes/r1.yaml, recipes/r1-zero.yaml"
             raise UserError(f"recipe not found: {path}", hint=hint)
         source = str(p)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"{p}: not valid YAML: {err}".replace("\n", " "), hint="fix the syntax") from err
+        data = read_yaml(p) or {}  # safe: no duplicate keys, no alias bombs, UTF-8 or a clear error
         if not isinstance(data, dict):
             raise UserError(
                 f"{p}: a recipe must be a mapping of fields, not a {type(data).__name__}",
@@ -446,12 +444,12 @@ def parse_value(text: str) -> Any:
     >>> parse_value("1e-6"), parse_value("[1, 2]"), parse_value("x.jsonl:rows=-5:"), parse_value("{a: 1}")
     (1e-06, [1, 2], 'x.jsonl:rows=-5:', {'a': 1})
     """
-    import yaml
-
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+        value = parse_yaml(text, "command-line value")
+    except UserError as err:
+        if "not valid YAML" in err.message:
+            return text
+        raise
     if isinstance(value, dict) and not text.lstrip().startswith("{"):
         return text  # "data.jsonl:rows=-500:" is a source string, not a one-key mapping
     # YAML 1.1 reads "1e-6" as a string; users mean a number.
@@ -518,13 +516,11 @@ def trl_config_class(kind: str):
 def validate(run: RunConfig) -> RunConfig:
     """Check a run before any model loads; raise :class:`UserError` with the fix for the first problem."""
     where = run.source or "recipe"
+    check_names(run)
     check_field_types(run, where)
     for stage in run.stages:
         check_field_types(stage, f"{where}: stage {stage.name!r}")
-    if not run.name or "/" in run.name or run.name.startswith("."):
-        raise UserError(
-            f"{where}: bad run name {run.name!r}", hint="use a plain folder name, e.g. --name demo"
-        )
+    check_numbers(run)
     if not run.stages:
         raise UserError(
             f"{where}: the run has no stages", hint="add a `stages:` list (see recipes/seed.yaml)"
@@ -538,8 +534,6 @@ def validate(run: RunConfig) -> RunConfig:
         here = f"{where}: stage {stage.name!r}"
         if stage.name in seen:
             raise UserError(f"{here}: duplicate stage name", hint="give each stage a unique `name:`")
-        if not stage.name.replace("-", "_").replace(".", "_").isidentifier() and not stage.name.isalnum():
-            raise UserError(f"{here}: stage names must be simple words", hint="use letters, digits, - or _")
         if stage.n is not None and stage.n < 1:
             raise UserError(f"{here}: n must be >= 1", hint="or leave it out to use all examples")
         if stage.kind in TRAINING_KINDS:
@@ -851,3 +845,142 @@ def _validate_data(stage: StageConfig, run: RunConfig, seen: dict, here: str, in
 
 def _looks_like_path(src: str) -> bool:
     return src.startswith((".", "/", "~")) or Path(src).suffix in (".jsonl", ".json", ".csv", ".parquet")
+
+
+# ------------------------------------------------------------------------------ names and numbers
+
+# A run or stage name is a folder name: letters, digits, "_", "-" (and "." inside a run name), nothing a
+# shell, a path or a dotted --<stage>.<field> override would read another way. Checked without loading
+# TRL, so the CLI can refuse a bad name (and take the run's lock) before any heavy import.
+MAX_NAME_CHARS = 100
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def check_names(run: RunConfig) -> None:
+    """Refuse a run or stage name that is not a plain folder name (``..``, a slash, a NUL byte, 300
+    characters), so every path r1lab writes stays inside ``output_dir/name``.
+
+    >>> check_names(RunConfig(name="a/b"))
+    Traceback (most recent call last):
+    r1lab.errors.UserError: recipe: bad run name 'a/b' (use letters, digits, _, - and ., up to 100 characters, e.g. --name demo)
+    """
+    where = run.source or "recipe"
+    hint = f"use letters, digits, _, - and ., up to {MAX_NAME_CHARS} characters, e.g. --name demo"
+    if not isinstance(run.name, str) or not _plain_name(run.name, _RUN_NAME):
+        raise UserError(f"{where}: bad run name {run.name!r}", hint=hint)
+    if not isinstance(run.output_dir, str) or not run.output_dir.strip() or "\x00" in run.output_dir:
+        raise UserError(f"{where}: bad output_dir {run.output_dir!r}", hint="a folder path, e.g. runs")
+    for stage in run.stages:
+        if not isinstance(stage.name, str) or not _plain_name(stage.name, _STAGE_NAME):
+            raise UserError(
+                f"{where}: bad stage name {stage.name!r}",
+                hint=f"use letters, digits, _ and -, up to {MAX_NAME_CHARS} characters, e.g. grpo1",
+            )
+
+
+def _plain_name(name: str, pattern: re.Pattern) -> bool:
+    return len(name) <= MAX_NAME_CHARS and pattern.fullmatch(name) is not None and name not in (".", "..")
+
+
+# Ranges of r1lab's numeric fields (inclusive; None: unbounded). Counts are capped where a larger value can
+# only be a typo (1e20 problems), which would otherwise fail deep inside a loader.
+BIG = 10**9
+RUN_RANGES = {
+    "seed": (0, 2**32 - 1),
+    "eval_n": (0, BIG),
+    "eval_max_new_tokens": (1, BIG),
+    "eval_batch_size": (1, BIG),
+}
+STAGE_RANGES = {
+    "n": (1, BIG),
+    "num_samples": (1, BIG),
+    "temperature": (0, None),
+    "max_new_tokens": (1, BIG),
+    "batch_size": (1, BIG),
+    "max_per_prompt": (1, BIG),
+}
+# TRL fields r1lab knows the sense of; any other numeric TRL field must still be finite, and a whole
+# number at most 2**53 (a larger one came from a float such as 1e20).
+TRL_RANGES = {
+    "learning_rate": (0, None),
+    "weight_decay": (0, None),
+    "max_grad_norm": (0, None),
+    "warmup_ratio": (0, 1),
+    "warmup_steps": (0, None),
+    "num_train_epochs": (0, None),
+    "max_steps": (-1, BIG),
+    "per_device_train_batch_size": (1, BIG),
+    "per_device_eval_batch_size": (1, BIG),
+    "gradient_accumulation_steps": (1, BIG),
+    "logging_steps": (0, None),
+    "save_steps": (0, None),
+    "save_total_limit": (0, None),
+    "beta": (0, None),
+    "epsilon": (0, None),
+    "epsilon_high": (0, None),
+    "temperature": (0, None),
+    "top_p": (0, 1),
+    "top_k": (0, None),
+    "min_p": (0, 1),
+    "repetition_penalty": (0, None),
+    "num_generations": (2, BIG),
+    "num_iterations": (1, BIG),
+    "generation_batch_size": (1, BIG),
+    "steps_per_generation": (1, BIG),
+    "max_completion_length": (1, BIG),
+    "max_prompt_length": (1, BIG),
+    "max_length": (1, BIG),
+    "seed": (0, 2**32 - 1),
+}
+MAX_EXACT_INT = 2**53
+
+
+def check_numbers(run: RunConfig) -> None:
+    """Refuse numbers that are not finite or out of range, and lists whose items have the wrong type, in
+    r1lab's fields and the TRL fields a stage passes through, before any model loads.
+
+    >>> check_numbers(RunConfig(eval_n=10**20))
+    Traceback (most recent call last):
+    r1lab.errors.UserError: recipe: eval_n must be between 0 and 1000000000, got 100000000000000000000 (fix the field's value)
+    """
+    where = run.source or "recipe"
+    for name, bounds in RUN_RANGES.items():
+        _check_number(name, getattr(run, name), bounds, where)
+    for stage in run.stages:
+        here = f"{where}: stage {stage.name!r}"
+        for name, bounds in STAGE_RANGES.items():
+            _check_number(name, getattr(stage, name), bounds, here)
+        for name, value in stage.args.items():
+            _check_number(name, value, TRL_RANGES.get(name, (None, None)), here)
+        for name in ("questions", "rewards"):
+            items = getattr(stage, name)
+            listed = items if isinstance(items, list) else []
+            bad = [q for q in listed if not isinstance(q, str) or not q.strip()]
+            if bad:
+                raise UserError(
+                    f"{here}: {name} must be a list of non-empty strings, got {bad[0]!r} ({type(bad[0]).__name__})",
+                    hint="fix the field's value",
+                )
+        for name in ("reward_weights",):
+            for w in stage.args.get(name) or []:
+                if not isinstance(w, int | float) or isinstance(w, bool) or not math.isfinite(w):
+                    raise UserError(
+                        f"{here}: {name} must be finite numbers, got {w!r}", hint="e.g. [1.0, 0.5]"
+                    )
+
+
+def _check_number(name: str, value: Any, bounds: tuple, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return  # None, a string TRL reads itself ("linear"), or a type checked elsewhere
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where}: {name} must be a finite number, got {value}", hint="fix the field's value")
+    low, high = bounds
+    if isinstance(value, int) and high is None and abs(value) > MAX_EXACT_INT:
+        high = MAX_EXACT_INT
+    if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            want = f"between {low} and {high}"
+        else:
+            want = f">= {low}" if low is not None else f"<= {high}"
+        raise UserError(f"{where}: {name} must be {want}, got {value!r}", hint="fix the field's value")
