@@ -142,3 +142,49 @@ def test_6_both_spellings_work_on_every_verb_and_an_unknown_flag_gets_a_suggesti
     except SystemExit:
         pass
     assert "--max-new-tokens" in capsys.readouterr().out  # help shows one spelling
+
+
+# ------------------------------------------------------------------------------ 7. TRL / open-r1 names
+
+
+def _dry(capsys, argv) -> dict:
+    assert main([*argv, "--dry-run"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_7_open_r1_recipe_names_and_trl_arguments_are_accepted(tmp_path, capsys):
+    recipe = tmp_path / "open-r1.yaml"
+    recipe.write_text(
+        "model_name_or_path: tiny\ndataset_name: builtin:level=1\nreward_funcs: [accuracy, tag_count]\n"
+        "dataset_train_split: validation\nstages:\n- {name: g, kind: grpo}\n- {name: s, kind: sft}\n"
+    )
+    out = _dry(capsys, ["run", "--config", str(recipe)])
+    assert (out["model"], out["data"]) == ("tiny", "builtin:level=1")
+    assert (
+        out["stages"][0]["rewards"] == ["accuracy", "tag_count"] and out["stages"][0]["split"] == "validation"
+    )
+    assert out["stages"][1]["split"] == "validation"
+    assert main(["run", "--config", str(recipe), "--dry-run", "--g.reward_funcs", "accuracy", "format"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["stages"][0]["rewards"] == ["accuracy", "format"]
+
+    out = _dry(capsys, ["grpo", "--model", "tiny", "--reward_funcs", "accuracy", "format", "tag_count"])
+    assert out["stages"][0]["rewards"] == ["accuracy", "format", "tag_count"]
+    out = _dry(capsys, ["sft", "--model", "tiny", "--dataset_train_split", "validation"])
+    assert out["stages"][0]["split"] == "validation"
+    out = _dry(capsys, ["grpo", "--model", "tiny", "--reward_funcs", "accuracy format"])  # one string too
+    assert out["stages"][0]["rewards"] == ["accuracy", "format"]
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--resume_from_checkpoint", "true", "run the same command again"),
+        ("--attn_implementation", "sdpa", "default attention"),
+        ("--dataset_config", "main", "pass --data train.jsonl"),
+    ],
+)
+def test_7_trl_names_r1lab_handles_its_own_way_are_explained(flag, value, says, capsys):
+    for verb in ("grpo", "run"):
+        assert main([verb, "--model", "tiny", flag, value, "--dry-run"]) == 2
+        err = _err(capsys)
+        assert says in err and "fsdp_config" not in err and "must be a string" not in err

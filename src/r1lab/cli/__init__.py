@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
+import json
 import logging
 import os
 import sys
@@ -77,8 +79,11 @@ class VerbParser(argparse.ArgumentParser):
                 overrides.append(tok[2:])
                 i += 1
             elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-                overrides.append(f"{tok[2:]}={rest[i + 1]}")
-                i += 2
+                values = list(itertools.takewhile(lambda t: not t.startswith("--"), rest[i + 1 :]))
+                # several values (TRL's `--reward_funcs accuracy format`) make a list
+                value = values[0] if len(values) == 1 else json.dumps(values)
+                overrides.append(f"{tok[2:]}={value}")
+                i += 1 + len(values)
             else:
                 overrides.append(f"{tok[2:]}=true")  # a bare flag means true
                 i += 1

@@ -220,6 +220,8 @@ def _run_level_overrides(args) -> list[str]:
     out = []
     for key in ("name", "model", "data", "output_dir", "seed", "dtype", "lora", "save_adapter"):
         value = getattr(args, key, None)
+        if key in ("name", "output_dir") and value is not None:
+            value = json.dumps(value)  # a name is the text typed: --name "~" is a folder "~", not YAML's null
         if value is not None:
             out.append(f"{key}={value}")
     peft = {
@@ -249,7 +251,7 @@ def _stage_handler(args) -> int:
     import dataclasses
     import json
 
-    from r1lab.config import STAGE_FIELDS, RunConfig, apply_overrides, load_config
+    from r1lab.config import RUN_ALIASES, STAGE_FIELDS, RunConfig, apply_overrides, load_config
 
     kind = args.kind
     stage_overrides = []
@@ -264,7 +266,9 @@ def _stage_handler(args) -> int:
     for o in args.overrides:
         key = o.split("=", 1)[0].replace("-", "_")
         # --grpo.beta (dotted) and run-level fields (--eval_n) go to the run; the rest to this one stage
-        (run_overrides if "." in key or key in run_fields else stage_overrides).append(o)
+        # dataset_config goes with --dataset_name (run-level), which it describes
+        to_run = "." in key or key in run_fields or key in RUN_ALIASES or key == "dataset_config"
+        (run_overrides if to_run else stage_overrides).append(o)
     if args.config:
         base = load_config(resolve_recipe_path(args.config)).to_dict()
         candidates = [
