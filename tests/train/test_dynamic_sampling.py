@@ -273,3 +273,95 @@ def test_every_field_of_trls_scored_batch_is_one_dynamic_sampling_knows():
         "num_tiles",
     }
     assert fields - known - multimodal == set()
+
+
+TWO_PROCESS_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+
+import datasets
+from train_helpers import grpo_rows
+from trl import GRPOConfig
+
+from r1lab.models import load_model
+from r1lab.train.dynamic_sampling import DynamicSampling, DynamicSamplingGRPOTrainer, group_has_spread
+
+out, G = Path(sys.argv[1]), 4
+rows = grpo_rows(32).to_list()
+ds = datasets.Dataset.from_list([{**r, "flat": i % 2 == 0} for i, r in enumerate(rows)])
+
+
+def flat_or_lively(completions, flat, **kwargs):
+    return [1.0 if f else float(i % G) for i, f in enumerate(flat)]
+
+
+model, tok = load_model("tiny", dtype="float32", for_training=True)
+args = GRPOConfig(
+    output_dir=str(out / "o"), per_device_train_batch_size=8, num_generations=G, max_completion_length=6,
+    max_steps=2, report_to=[], use_cpu=True, bf16=False, remove_unused_columns=False, save_strategy="no",
+    seed=0, logging_steps=1,
+)
+trainer = DynamicSamplingGRPOTrainer(
+    model=model, reward_funcs=[flat_or_lively], args=args, train_dataset=ds, processing_class=tok,
+    dynamic_sampling=DynamicSampling(max_rounds=4),
+)
+batches = []
+score = trainer._generate_and_score_completions
+
+
+def spy(inputs):
+    batch = score(inputs)
+    spread = group_has_spread(batch["advantages"].view(-1, G))
+    batches.append({"rows": len(batch["advantages"]), "all_spread": bool(spread.all())})
+    return batch
+
+
+trainer._generate_and_score_completions = spy
+trainer.train()
+rank = trainer.accelerator.process_index
+logs = [r for r in trainer.state.log_history if "dynamic_sampling/groups_drawn" in r]
+(out / f"rank{rank}.json").write_text(json.dumps({"batches": batches, "logs": logs}))
+"""
+
+
+@pytest.mark.slow
+def test_under_two_processes_each_filters_its_own_whole_groups(tmp_path):
+    """accelerate, 2 processes (gloo): each process keeps whole groups of its own slice and fills its own
+    batch, both run the same number of rounds (no collective hangs), and the logged counts are global."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")
+    }
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(here), env.get("PYTHONPATH", "")]),
+        R1LAB_CACHE=str(tmp_path / "cache"),
+    )
+    config = here.parents[1] / "recipes" / "accelerate" / "cpu_2proc.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    cmd += ["--main_process_port", str(port), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for rank in ranks:
+        assert [b["rows"] for b in rank["batches"]] == [8, 8]  # each process's batch is full
+        assert all(b["all_spread"] for b in rank["batches"])
+    logs = ranks[0]["logs"]
+    assert len(logs) == 2
+    for row in logs:
+        assert row[PREFIX + "groups_kept"] == 4  # 2 groups on each of 2 processes
+        assert row[PREFIX + "groups_drawn"] >= 4 and row[PREFIX + "generation_rounds"] >= 1
