@@ -18,8 +18,9 @@ GRPO_ON_TINY = [
 
 def _err(capsys) -> str:
     err = capsys.readouterr().err
-    assert err.count("\n") == 1, err  # one line, no traceback
-    return err
+    lines = [line for line in err.splitlines() if line.startswith("r1lab: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err  # one line, no traceback
+    return lines[0]
 
 
 # ------------------------------------------------------------------------------ 1. reruns
@@ -188,3 +189,19 @@ def test_7_trl_names_r1lab_handles_its_own_way_are_explained(flag, value, says, 
         assert main([verb, "--model", "tiny", flag, value, "--dry-run"]) == 2
         err = _err(capsys)
         assert says in err and "fsdp_config" not in err and "must be a string" not in err
+
+
+# ------------------------------------------------------------------------------ 8. SFT on question/answer data
+
+
+@pytest.mark.parametrize("skip", [[], ["--on-bad-row", "skip"]])
+def test_8_sft_on_question_answer_data_says_what_sft_needs(skip, tmp_path, capsys):
+    from r1lab.io import write_jsonl
+
+    data = tmp_path / "qa.jsonl"
+    write_jsonl(data, [{"prompt": f"What is {i} + 3?", "target": str(i + 3)} for i in range(20)])
+    argv = ["sft", "--model", "tiny", "--data", str(data), "--question-col", "prompt", "--answer-col", "target"]
+    assert main([*argv, *skip, "--dry-run"]) == 2
+    err = _err(capsys)
+    assert "--solution-col" in err and "r1lab rs" in err and "r1lab grpo" in err
+    assert "--on-bad-row skip" not in err  # skipping would drop every row

@@ -30,7 +30,7 @@ from r1lab.data.files import is_data_file, read_dir, read_rows, split_files
 from r1lab.data.formatting import eval_row, grpo_row, sft_row
 from r1lab.data.layouts import KINDS, Record, detect_layout, extract
 from r1lab.data.sources import known_source, load_hub_rows, looks_like_hub_id
-from r1lab.data.validate import BadRowReport, filter_records, log_skipped
+from r1lab.data.validate import NO_SOLUTION, SFT_NEEDS, BadRowReport, filter_records, log_skipped
 from r1lab.errors import UserError
 from r1lab.prompts import resolve_system_prompt
 
@@ -214,7 +214,10 @@ def load_records(
         known = known_source(spec.target) if spec.kind == "hub" else None
         cols = dict(known.columns.get(kind, {})) if known and not columns else {}
         cols.update(columns or {})
-        layout = detect_layout(first[1], kind=kind, columns=cols)
+        try:
+            layout = detect_layout(first[1], kind=kind, columns=cols)
+        except UserError as err:  # detected on the first row: say which one it was
+            raise UserError(f"{first[0]}: {err.message}", hint=err.hint) from None
         # A file has no splits: it *is* the split the caller asked for.
         info = DataInfo(source, "file" if spec.kind == "file" else split, layout.name)
         pairs = ((where, extract(row, layout)) for where, row in itertools.chain([first], raw))
@@ -226,7 +229,9 @@ def load_records(
         raise UserError(
             f"no usable rows in {source} ({info.split})"
             + (f": all {info.skipped.total} were skipped" if info.skipped.total else ""),
-            hint="check the file and the column names (--question-col / --answer-col, or a stage's columns:)",
+            hint=SFT_NEEDS
+            if set(info.skipped.counts) == {NO_SOLUTION}
+            else "check the file and the column names (--question-col / --answer-col, or a stage's columns:)",
         )
     info.n_kept = len(records)
     return records, info

@@ -25,6 +25,15 @@ MAX_QUESTION_CHARS = 20_000
 MAX_TRACE_CHARS = 200_000
 
 
+NO_SOLUTION = "no assistant turn / worked solution"
+# Question/answer rows are GRPO data: SFT imitates a worked solution, so it needs one per row.
+SFT_NEEDS = (
+    "SFT learns to imitate worked solutions: give the column holding them (--solution-col COL, or a "
+    "messages column with an assistant turn), make them with `r1lab rs` (its rs/data.jsonl), or train on "
+    "question/answer data with `r1lab grpo`"
+)
+
+
 def check_record(rec: Record, kind: str) -> tuple[str, str] | None:
     """``(field, reason)`` when ``rec`` cannot be used for ``kind`` (grpo, sft, eval), else ``None``.
 
@@ -47,7 +56,7 @@ def check_record(rec: Record, kind: str) -> tuple[str, str] | None:
             return "answer", reason
     elif kind == "sft":
         if rec.trace is None or not rec.trace.strip():
-            return "assistant", "no assistant turn / worked solution"
+            return "assistant", NO_SOLUTION
         if len(rec.trace) > MAX_TRACE_CHARS:
             return "assistant", f"assistant turn longer than {MAX_TRACE_CHARS} characters"
     return None
@@ -88,7 +97,9 @@ def filter_records(
         if on_bad_row == "error":
             raise UserError(
                 f"bad row in {where}, field {field_name}: {reason}",
-                hint="fix that row, or drop bad rows with --on-bad-row skip (a recipe stage: on_bad_row: skip)",
+                hint=SFT_NEEDS
+                if reason == NO_SOLUTION
+                else "fix that row, or drop bad rows with --on-bad-row skip (a recipe stage: on_bad_row: skip)",
             )
         if report is not None:
             report.counts[reason] += 1
