@@ -91,3 +91,19 @@ def test_sampled_evaluation_is_identical_under_competing_load(tmp_path, backend)
 
     quiet, loaded = _twice(run_once)
     assert len(quiet) == 6 and quiet == loaded
+
+
+def test_seeded_sft_is_identical_under_competing_load(tmp_path, r1lab_cache):
+    args = ["--model", "tiny", "--eval_n", "0", "--system_prompt", "none", "--seed", "4"]
+    args += ["--max_steps", "3", "--n", "8", "--per_device_train_batch_size", "4"]
+
+    def run_once(tag):
+        assert main(["sft", "--name", tag, "--output-dir", str(tmp_path), *args]) == 0
+        run = tmp_path / tag
+        return [_untimed(r) for r in read_jsonl(run / "metrics.jsonl")], _weights_digest(
+            run / "sft" / "model"
+        )
+
+    quiet, loaded = _twice(run_once)
+    assert any("loss" in r for r in quiet[0])
+    assert quiet == loaded
