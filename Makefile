@@ -8,7 +8,7 @@ STAMP := $(VENV)/.r1lab-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-bf16 lint bench clean browser upgrade
+.PHONY: setup demo test test-bf16 lint bench clean browser upgrade gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -64,6 +64,17 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# The wheels a lent GPU machine (Python 3.12, manylinux x86_64, no network) needs beyond what it has, at the
+# versions in constraints.txt, into gpu-wheels/ (git-ignored; carry it to the machine). docs/scaling.md.
+gpu-wheels: setup
+	$(BIN)/python -m benchmarks.gpu_wheels
+
+# On a GPU machine: install the carried wheels, run the GPU tests, measure (~8 min; gpu.json/gpu.md to $$OUT,
+# else benchmarks/results). Without CUDA: a CPU rehearsal with tiny models. The GPU machine has no .venv.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info src/*.egg-info

@@ -195,12 +195,13 @@ def tokenizer_source(plan: Plan, wheels: Path) -> Path:
     return src
 
 
-def random_checkpoint(source: Path, overrides: dict, dest: Path, device: str) -> dict:
-    """A randomly initialised model with ``source``'s configuration (plus ``overrides``) and tokenizer,
-    saved to ``dest`` (bf16 on CUDA, fp32 otherwise). Returns its size."""
+def random_checkpoint(plan: Plan, wheels: Path, overrides: dict, dest: Path) -> dict:
+    """A randomly initialised model with the configuration of :func:`tokenizer_source` (plus ``overrides``)
+    and its tokenizer, saved to ``dest`` (bf16 on CUDA, fp32 otherwise). Returns its size."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    source, device = tokenizer_source(plan, wheels), plan.device
     config = AutoConfig.from_pretrained(source)
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -398,9 +399,9 @@ def eval_speed(spec: str, fields: dict) -> dict:
 class Budget:
     """Runs the parts in order while time is left; a part that cannot run, or fails, records why."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, results: dict | None = None):
         self.deadline = time.perf_counter() + seconds
-        self.results: dict[str, dict] = {}
+        self.results: dict[str, dict] = {} if results is None else results
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -430,76 +431,69 @@ class Budget:
         return result
 
 
-def check(plan: Plan, wheels: Path, budget_s: float) -> dict:
-    import yaml
-
+def check(plan: Plan, wheels: Path, budget_s: float, save=lambda result: None) -> dict:
+    """Run every part in order while the budget lasts; ``save`` gets the result after each part, so a run
+    stopped from outside still leaves what it measured."""
     from benchmarks.bench_grpo import settings
     from benchmarks.machine import describe_machine_now
-
-    budget = Budget(budget_s)
-    t_start = time.perf_counter()
-    env = environment(wheels)
-    budget.run("gpu tests", plan.tests_estimate, gpu_tests, plan)
-    peak = budget.run("matmul peak", 0, matmul_peak, plan)
-    peak_gflops = peak["gflops"] if peak else float("nan")
-    seed_shape = dict(settings()["seed"], save_strategy="no", **plan.seed_grpo)
-    large_shape = dict(seed_shape, **plan.large_grpo)
-    with tempfile.TemporaryDirectory(prefix="r1lab-gpu-check-") as tmp:
-        tmp = Path(tmp)
-        source = tokenizer_source(plan, wheels)
-        specs, model_info = {}, {}
-        for name, overrides in plan.models.items():
-            info = budget.run(
-                f"model {name}", 0, random_checkpoint, source, overrides, tmp / name, plan.device
-            )
-            if info is not None:
-                specs[name], model_info[name] = str(tmp / name), info
-        small, large = list(plan.models)
-        shape_names = {"seed": seed_shape, "large": large_shape}
-        order = [
-            ("grpo", small, "seed", plan.seed_steps),
-            ("eval", small, None, None),
-            ("sft", small, None, None),
-            ("grpo", small, "large", plan.large_steps),
-            ("sft", large, None, None),
-            ("grpo", large, "large", plan.large_steps),
-        ]
-        for kind, model, shape, steps in order:
-            label = f"{kind} {model}" + (f" {shape}" if shape else "")
-            if model not in specs:
-                budget.results[label] = {"status": "skipped", "why": f"model {model} could not be built"}
-                continue
-            work = tmp / label.replace(" ", "-")
-            if kind == "grpo":
-                budget.run(
-                    label,
-                    plan.estimates[kind],
-                    grpo_pair,
-                    specs[model],
-                    shape_names[shape],
-                    steps,
-                    peak_gflops,
-                    work,
-                )
-            elif kind == "sft":
-                budget.run(label, plan.estimates[kind], sft_speed, specs[model], plan.sft, peak_gflops, work)
-            else:
-                budget.run(label, plan.estimates[kind], eval_speed, specs[model], plan.eval)
     from r1lab.models import cpu_has_fast_bf16
 
-    return {
+    t_start = time.perf_counter()
+    seed_shape = dict(settings()["seed"], save_strategy="no", **plan.seed_grpo)
+    large_shape = dict(seed_shape, **plan.large_grpo)
+    result = {
         "benchmark": "gpu-check",
         "rehearsal": plan.rehearse,
         "device": plan.device,
         "machine": describe_machine_now(native_cpu_bf16=cpu_has_fast_bf16()),
-        "environment": env,
-        "models": model_info,
+        "environment": environment(wheels),
+        "models": {},
         "shapes": {"seed": seed_shape, "large": large_shape, "sft": plan.sft, "eval": plan.eval},
-        "peak_gflops": peak_gflops,
-        "results": budget.results,
-        "seconds": time.perf_counter() - t_start,
-        "seed_recipe": yaml.safe_load((REPO / "recipes" / "seed.yaml").read_text())["name"],
+        "peak_gflops": None,
+        "results": {},
+        "seconds": 0.0,
     }
+
+    def saved(part):
+        result["seconds"] = time.perf_counter() - t_start
+        save(result)
+        return part
+
+    budget = Budget(budget_s, result["results"])
+    saved(budget.run("gpu tests", plan.tests_estimate, gpu_tests, plan))
+    peak = saved(budget.run("matmul peak", 0, matmul_peak, plan))
+    result["peak_gflops"] = peak_gflops = peak["gflops"] if peak else float("nan")
+    small, large = list(plan.models)
+    with tempfile.TemporaryDirectory(prefix="r1lab-gpu-check-") as tmp:
+        tmp = Path(tmp)
+        for name, overrides in plan.models.items():
+            info = saved(
+                budget.run(f"model {name}", 0, random_checkpoint, plan, wheels, overrides, tmp / name)
+            )
+            if info is not None:
+                result["models"][name] = {k: info[k] for k in ("n_params", "layers", "hidden")}
+        shapes = {"seed": (seed_shape, plan.seed_steps), "large": (large_shape, plan.large_steps)}
+        for kind, model, shape in [
+            ("grpo", small, "seed"),
+            ("eval", small, None),
+            ("sft", small, None),
+            ("grpo", small, "large"),
+            ("sft", large, None),
+            ("grpo", large, "large"),
+        ]:
+            label = f"{kind} {model}" + (f" {shape}" if shape else "")
+            if model not in result["models"]:
+                result["results"][label] = {"status": "skipped", "why": f"model {model} could not be built"}
+                continue
+            spec, work, estimate = str(tmp / model), tmp / label.replace(" ", "-"), plan.estimates[kind]
+            if kind == "grpo":
+                budget.run(label, estimate, grpo_pair, spec, *shapes[shape], peak_gflops, work)
+            elif kind == "sft":
+                budget.run(label, estimate, sft_speed, spec, plan.sft, peak_gflops, work)
+            else:
+                budget.run(label, estimate, eval_speed, spec, plan.eval)
+            saved(None)
+    return saved(result)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -612,14 +606,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(os.environ.get("OUT") or REPO / "benchmarks" / "results")
     if rehearse and args.out is None and not os.environ.get("OUT"):
         out = REPO / "runs" / "gpu-check-rehearsal"  # a rehearsal never overwrites measured results
-    result = check(plan, args.wheels, args.budget)
-    table = summary_table(result)
-    print(table)
     from r1lab.io import atomic_write_json, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "gpu.json", result)
-    atomic_write_text(out / "gpu.md", markdown(result, table))
+
+    def save(result: dict) -> None:
+        atomic_write_json(out / "gpu.json", result)
+        atomic_write_text(out / "gpu.md", markdown(result, summary_table(result)))
+
+    result = check(plan, args.wheels, args.budget, save)
+    print(summary_table(result))
     print(f"[gpu-check] wrote {out / 'gpu.json'} and gpu.md", flush=True)
     failed = [n for n, r in result["results"].items() if r["status"] == "failed"]
     return 1 if failed else 0
