@@ -19,7 +19,7 @@ def test_progress_log_reports_at_most_every_interval_and_at_the_end(caplog):
     with caplog.at_level(logging.INFO, logger="r1lab.inference"):
         for done in (10, 64, 128, 200):
             report(done)
-    assert [r.getMessage() for r in caplog.records] == ["measuring sft: problems done: 200/200"]
+    assert [r.getMessage() for r in caplog.records] == ["measuring sft: problems done: 200/200 (0s)"]
 
 
 def test_library_deprecation_warnings_are_hidden_outside_debug():

@@ -205,3 +205,47 @@ def test_8_sft_on_question_answer_data_says_what_sft_needs(skip, tmp_path, capsy
     err = _err(capsys)
     assert "--solution-col" in err and "r1lab rs" in err and "r1lab grpo" in err
     assert "--on-bad-row skip" not in err  # skipping would drop every row
+
+
+# ------------------------------------------------------------------------------ 3, 4. progress
+
+
+def test_3_the_held_out_check_has_a_bar_with_eta_in_a_terminal_and_its_own_time_in_the_table(
+    monkeypatch, capsys
+):
+    from rich.console import Console
+
+    from r1lab.inference import progress
+    from r1lab.pipeline import summary_tables
+
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: a terminal
+    with progress("measuring base", 4) as on_progress:
+        for done in range(5):
+            on_progress(done)
+    err = capsys.readouterr().err
+    assert "measuring base" in err and "eta" in err and "4/4" in err
+
+    summary = {
+        "name": "g",
+        "base_seconds": 35.0,
+        "stages": [{"name": "grpo", "kind": "grpo", "status": "done", "seconds": 73.0,
+                    "train_seconds": 3.0, "eval_seconds": 70.0, "metrics_after": {"accuracy": 0.0}}],
+    }  # fmt: skip
+    console = Console(record=True, width=120)
+    for table in summary_tables(summary):
+        console.print(table)
+    text = console.export_text()
+    assert "3s + 70s check" in text and "held-out checks: 105s in all (the base model's: 35s)" in text
+    assert "--eval_n 0 skips them" in text
+
+
+def test_4_eval_outside_a_terminal_prints_periodic_progress_lines(tmp_path, r1lab_cache, capsys, monkeypatch):
+    import r1lab.inference as inference
+
+    real = inference.progress_log
+    monkeypatch.setattr(inference, "progress_log", lambda label, total, every=30.0: real(label, total, every=0))
+    argv = ["eval", "--model", "tiny", "--data", "builtin", "--limit", "3", "--max_new_tokens", "4",
+            "--batch_size", "1", "--out", str(tmp_path / "e")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "eval: 1/3" in err and "left" in err and "eval: 3/3" in err

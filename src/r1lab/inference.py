@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -360,17 +361,62 @@ class ThinkSplitter:
 
 
 def progress_log(label: str, total: int, *, every: float = 30.0) -> Callable[[float], None]:
-    """An ``on_progress`` callback for places without a progress bar (in-run measurements, rejection
-    sampling): logs ``label: done/total`` at most every ``every`` seconds, and once at the end."""
-    last = [time.perf_counter()]
+    """An ``on_progress`` callback for places without a progress bar (a pipe, nohup, CI): logs
+    ``label: done/total`` with the time so far and the estimated time left, at most every ``every``
+    seconds and once at the end.
+
+    >>> report = progress_log("eval: problems", 4, every=3600); report(1); report(4)  # logs "...: 4/4 ..."
+    """
+    start = time.perf_counter()
+    last = [start]
 
     def report(done: float, _total: int | None = None) -> None:
         now = time.perf_counter()
         if now - last[0] >= every or done >= total:
             last[0] = now
-            logger.info("%s: %d/%d", label, int(done), total)
+            elapsed = now - start
+            left = f", ~{_duration(elapsed * (total - done) / done)} left" if 0 < done < total else ""
+            logger.info("%s: %d/%d (%s%s)", label, int(done), total, _duration(elapsed), left)
 
     return report
+
+
+def _duration(seconds: float) -> str:
+    """``75.2`` -> ``'1m15s'``, ``4.0`` -> ``'4s'``."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+@contextmanager
+def progress(label: str, total: int, *, every: float = 30.0, disable: bool = False):
+    """Yields an ``on_progress(done, total=None)`` callback: a transient rich bar with the estimated time
+    left on stderr in a terminal, else (a pipe, nohup, CI) :func:`progress_log`'s periodic lines.
+    ``disable`` turns the bar off and keeps the lines."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    if disable or not console.is_terminal:
+        yield progress_log(label, total, every=every)
+        return
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, _total=None: bar.update(task, completed=done)
 
 
 def split_thinking(text: str, *, think_prefilled: bool = False) -> tuple[str, str]:

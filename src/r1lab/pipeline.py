@@ -30,7 +30,7 @@ from r1lab.data import check_source, load_eval_dataset
 from r1lab.distributed import check_vllm, main_process_first, wait_for_everyone
 from r1lab.errors import UserError
 from r1lab.evaluate import evaluate
-from r1lab.inference import ask, load_pair, progress_log
+from r1lab.inference import ask, load_pair, progress
 from r1lab.io import atomic_write_json, atomic_write_text, exclusive_lock, read_jsonl, remove_stale_temps
 from r1lab.models import resolve_model
 from r1lab.report import write_report
@@ -136,7 +136,12 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> Metrics | None:
     """Accuracy, format rate, mean completion tokens on ``run.eval_n`` held-out problems (greedy)."""
     if run.eval_n <= 0:
         return None
-    log.info("measuring %s on %d held-out problems of %s", label, run.eval_n, run.eval_data)
+    log.info(
+        "measuring %s on %d held-out problems of %s (eval_n; --eval_n 0 skips these checks)",
+        label,
+        run.eval_n,
+        run.eval_data,
+    )
     result = _measure(
         model,
         run,
@@ -178,18 +183,20 @@ def _measure(
             columns=read_options[0],
             on_bad_row=read_options[1],
         )
-    return evaluate(
-        model,
-        ds,
-        n_samples=n_samples,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        out_dir=out_dir,
-        seed=run.seed,
-        across_processes=True,
-        on_progress=progress_log(f"measuring {out_dir.name}: problems done", len(ds)),
-    )
+    # a bar with the time left in a terminal, a line every 30 s elsewhere; one process tells the story
+    with progress(f"measuring {out_dir.name}", len(ds), disable=not is_main_process()) as on_progress:
+        return evaluate(
+            model,
+            ds,
+            n_samples=n_samples,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            out_dir=out_dir,
+            seed=run.seed,
+            across_processes=True,
+            on_progress=on_progress,
+        )
 
 
 def stage_rewards(run: RunConfig, stage: str) -> list[float]:
@@ -414,7 +421,9 @@ def _base_metrics(run: RunConfig, summary: Summary, only: list[str] | None = Non
     a rerun reads them from the summary)."""
     measured_later = [s for s in run.stages if s.trains and s.evaluate and (only is None or s.name in only)]
     if summary.get("base_metrics") is None and measured_later:
+        t0 = time.time()
         summary["base_metrics"] = heldout_metrics(run.model, run, "base")
+        summary["base_seconds"] = round(time.time() - t0, 1)
         _save_summary(run, summary)
         _heldout_to_tensorboard(run, summary["base_metrics"], step=0)
     return summary.get("base_metrics")
@@ -540,7 +549,10 @@ def _evaluate_stage(
 ) -> Metrics | None:
     """Measure a trained stage's model on the held-out problems (resumable: evals/<stage>/), test it against
     the base model, and record both in its summary entry. Returns the metrics later stages start from."""
+    t0 = time.time()
     after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
+    if after:
+        entry["eval_seconds"] = round(time.time() - t0, 1)
     evals = run.run_dir / "evals"
     vs_base = paired_tests(evals / "base", evals / stage.name) if after else None
     entry.update(model=model_out, metrics_before=before, metrics_after=after, vs_base=vs_base)
@@ -766,7 +778,7 @@ def _stage_table(summary: Summary) -> list:
             e.get("name", ""),
             e.get("kind", ""),
             e.get("status", ""),
-            _secs(e.get("seconds")),
+            _time_cell(e),
             _pct(m.get("accuracy")),
             _pct(m.get("format_rate")),
             _num(m.get("mean_completion_tokens")),
@@ -774,7 +786,22 @@ def _stage_table(summary: Summary) -> list:
         if note:
             notes.append(f"{e.get('name', '')}: ", style="bold")
             notes.append(note + "\n")
+    checks = [e.get("eval_seconds") for e in summary.get("stages", [])] + [summary.get("base_seconds")]
+    if any(checks):
+        notes.append(
+            f"held-out checks: {_secs(sum(c for c in checks if c))} in all"
+            + (f" (the base model's: {_secs(summary['base_seconds'])})" if summary.get("base_seconds") else "")
+            + "; --eval_n 0 skips them\n"
+        )
     return [stages, notes]
+
+
+def _time_cell(entry: dict) -> str:
+    """A stage's time, split into training and its held-out check when it had one: ``3s + 70s check``."""
+    train, check = entry.get("train_seconds"), entry.get("eval_seconds")
+    if train is not None and check:
+        return f"{_secs(train)} + {_secs(check)} check"
+    return _secs(entry.get("seconds"))
 
 
 def _base_vs_final_table(summary: Summary) -> list:

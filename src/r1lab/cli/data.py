@@ -178,10 +178,10 @@ def _pass_rate(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from r1lab.cli.evaluate import _progress_bar
     from r1lab.data import load_eval_dataset
     from r1lab.data.pass_rates import write_pass_rates
     from r1lab.evaluate import measure_pass_rates
+    from r1lab.inference import progress
     from r1lab.models import resolve_model
     from r1lab.prompts import prompt_for
 
@@ -208,7 +208,7 @@ def _pass_rate(args: argparse.Namespace) -> int:
     if len(dataset) == 0:
         raise UserError(f"no problems in {args.source} (split {args.split})")
     t0 = time.perf_counter()
-    with _progress_bar(disable=False, total=len(dataset)) as on_progress:
+    with progress("pass rates", len(dataset)) as on_progress:
         rows, summary = measure_pass_rates(
             args.model,
             dataset,

@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("r1lab.eval")
@@ -168,13 +167,13 @@ def run_eval(args: argparse.Namespace) -> int:
     progress bar, print the summary."""
     from r1lab import distributed
     from r1lab.evaluate import evaluate
-    from r1lab.inference import load_pair
+    from r1lab.inference import load_pair, progress
 
     temperature, k = _check_flags(args)  # cheap checks first: nothing is loaded or written on bad flags
     dataset, settings, prompt_source = _problems(args, temperature)
     out = Path(args.out) if args.out else default_out_dir(args.model, args.data, settings)
     log.info("prompt: %s; results go to %s", prompt_source, out)
-    with _progress_bar(disable=args.json, total=len(dataset)) as on_progress:
+    with progress("eval", len(dataset), disable=args.json) as on_progress:
         summary = evaluate(
             load_pair(args.model, trust_remote_code=True) if args.trust_remote_code else args.model,
             dataset,
@@ -255,34 +254,6 @@ def _problems(args: argparse.Namespace, temperature: float):
         "reply_prefix": reply_prefix,
     }
     return dataset, settings, prompt_source
-
-
-@contextmanager
-def _progress_bar(*, disable: bool, total: int):
-    """A transient rich bar on stderr (off for --json or without a terminal); yields ``on_progress``."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("[bold]eval"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(
-        *columns, console=console, transient=True, disable=disable or not console.is_terminal
-    ) as bar:
-        task = bar.add_task("eval", total=total)
-        yield lambda done, _total: bar.update(task, completed=done)
 
 
 def _print_summary(args: argparse.Namespace, summary: dict, out: Path) -> None:
