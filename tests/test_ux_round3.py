@@ -200,7 +200,17 @@ def test_8_sft_on_question_answer_data_says_what_sft_needs(skip, tmp_path, capsy
 
     data = tmp_path / "qa.jsonl"
     write_jsonl(data, [{"prompt": f"What is {i} + 3?", "target": str(i + 3)} for i in range(20)])
-    argv = ["sft", "--model", "tiny", "--data", str(data), "--question-col", "prompt", "--answer-col", "target"]
+    argv = [
+        "sft",
+        "--model",
+        "tiny",
+        "--data",
+        str(data),
+        "--question-col",
+        "prompt",
+        "--answer-col",
+        "target",
+    ]
     assert main([*argv, *skip, "--dry-run"]) == 2
     err = _err(capsys)
     assert "--solution-col" in err and "r1lab rs" in err and "r1lab grpo" in err
@@ -243,7 +253,9 @@ def test_4_eval_outside_a_terminal_prints_periodic_progress_lines(tmp_path, r1la
     import r1lab.inference as inference
 
     real = inference.progress_log
-    monkeypatch.setattr(inference, "progress_log", lambda label, total, every=30.0: real(label, total, every=0))
+    monkeypatch.setattr(
+        inference, "progress_log", lambda label, total, every=30.0: real(label, total, every=0)
+    )
     argv = ["eval", "--model", "tiny", "--data", "builtin", "--limit", "3", "--max_new_tokens", "4",
             "--batch_size", "1", "--out", str(tmp_path / "e")]  # fmt: skip
     assert main(argv) == 0

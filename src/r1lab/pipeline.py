@@ -790,7 +790,11 @@ def _stage_table(summary: Summary) -> list:
     if any(checks):
         notes.append(
             f"held-out checks: {_secs(sum(c for c in checks if c))} in all"
-            + (f" (the base model's: {_secs(summary['base_seconds'])})" if summary.get("base_seconds") else "")
+            + (
+                f" (the base model's: {_secs(summary['base_seconds'])})"
+                if summary.get("base_seconds")
+                else ""
+            )
             + "; --eval_n 0 skips them\n"
         )
     return [stages, notes]
