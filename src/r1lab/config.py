@@ -909,7 +909,7 @@ TRL_RANGES = {
     "warmup_ratio": (0, 1),
     "warmup_steps": (0, None),
     "num_train_epochs": (0, None),
-    "max_steps": (-1, BIG),
+    "max_steps": (None, BIG),  # -5 and 0 get their own message
     "per_device_train_batch_size": (1, BIG),
     "per_device_eval_batch_size": (1, BIG),
     "gradient_accumulation_steps": (1, BIG),
@@ -924,7 +924,7 @@ TRL_RANGES = {
     "top_k": (0, None),
     "min_p": (0, 1),
     "repetition_penalty": (0, None),
-    "num_generations": (2, BIG),
+    "num_generations": (1, BIG),  # 1 gets its own message (GRPO needs 2)
     "num_iterations": (1, BIG),
     "generation_batch_size": (1, BIG),
     "steps_per_generation": (1, BIG),

@@ -105,6 +105,9 @@ def jsonl_lines(text: str) -> Iterator[JsonlLine]:
             yield JsonlLine(number, json.loads(line), None, number == len(lines))
         except json.JSONDecodeError as err:
             yield JsonlLine(number, None, err, number == len(lines))
+        except RecursionError:  # "[[[[..." 100,000 deep: not data anyone means, and not a crash either
+            err = json.JSONDecodeError("nested too deeply", line, 0)
+            yield JsonlLine(number, None, err, number == len(lines))
 
 
 def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True) -> Iterator[dict]:
@@ -245,3 +248,112 @@ def hub_offline(*, datasets_too: bool = False) -> bool:
     """
     names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if datasets_too else ("HF_HUB_OFFLINE",)
     return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+# Bounds on a YAML document's size once its aliases are expanded: a recipe is a few hundred nodes, and a
+# "billion laughs" document (aliases of aliases) is small on disk but expands to an unbounded tree.
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML ``text`` (from ``where``, for messages) safely: plain data only (``yaml.SafeLoader``),
+    refusing duplicate keys (YAML lets the last silently win) and documents whose expanded size is
+    unreasonable (alias bombs), each with a :class:`~r1lab.errors.UserError` naming the line. Syntax errors
+    keep their line and column.
+
+    >>> parse_yaml("a: 1\\nb: [x, y]\\n", "r.yaml")
+    {'a': 1, 'b': ['x', 'y']}
+    >>> parse_yaml("a: 1\\na: 2\\n", "r.yaml")
+    Traceback (most recent call last):
+    r1lab.errors.UserError: r.yaml: line 2: duplicate key 'a' (first at line 1) (keep one of them)
+    """
+    import yaml
+
+    from r1lab.errors import UserError
+
+    class Loader(yaml.SafeLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.aliases = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    mark = self.peek_event().start_mark
+                    raise UserError(
+                        f"{where}: line {mark.line + 1}: more than {MAX_YAML_ALIASES} YAML aliases (*name)",
+                        hint="write the values out; r1lab refuses alias-expanded documents this large",
+                    )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    break
+                if first is not None:
+                    raise UserError(
+                        f"{where}: line {key_node.start_mark.line + 1}: duplicate key {key!r} "
+                        f"(first at line {first})",
+                        hint="keep one of them",
+                    )
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:  # checked before constructing: building the expanded tree is the hang
+            raise UserError(
+                f"{where}: the YAML document expands to more than {MAX_YAML_NODES:,} values",
+                hint="a recipe this large is almost certainly an alias bomb; write the values out",
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        # PyYAML's message holds the line and column ("in "<unicode string>", line 2, column 9")
+        text = " ".join(str(err).replace('"<unicode string>"', where).split())
+        raise UserError(f"{where}: not valid YAML: {text}", hint="fix the syntax") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """How many nodes ``node`` stands for with every alias expanded (shared nodes counted each time)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a node that contains itself counts once (SafeLoader builds it as a cycle)
+        children = node.value if isinstance(node.value, list) else []
+        total = 1
+        for child in children:
+            for item in child if isinstance(child, tuple) else (child,):
+                total += _expanded_size(item, memo)
+                if total > MAX_YAML_NODES:
+                    break
+        memo[key] = min(total, MAX_YAML_NODES + 1)
+    return memo[key]
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Read a YAML file with :func:`parse_yaml`; a file that is not UTF-8 text is a
+    :class:`~r1lab.errors.UserError` naming the file and the first bad byte's offset."""
+    from r1lab.errors import UserError
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(
+            f"{path}: not UTF-8 text: byte {err.start} (line {line}) is 0x{data[err.start]:02x}",
+            hint="save the file as UTF-8",
+        ) from None
+    return parse_yaml(text, str(path))

@@ -111,6 +111,14 @@ def detect_layout(row: dict, *, kind: str = "grpo", columns: dict[str, str] | No
         style = "conversations" if _is_sharegpt(row[pick["messages"]]) else "messages"
         return Layout(style, messages=pick["messages"], system=pick["system"], answer=pick["answer"],
                       solution=pick["solution"], subject=pick["subject"], level=pick["level"])  # fmt: skip
+    misfit = next((c for c in QUESTION_COLS if c in row), None)
+    if not pick["question"] and misfit and not (columns or pick["messages"]):
+        value = row[misfit]
+        raise UserError(
+            f"column {misfit!r} holds {'null' if value is None else type(value).__name__} "
+            f"({str(value)[:40]!r}), not the question's text",
+            hint="each row's question must be a string; fix or delete that row",
+        )
     if not pick["question"]:
         raise UserError(
             f"no question column found; columns are: {_cols(row)}",
