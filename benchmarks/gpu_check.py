@@ -69,7 +69,7 @@ class Plan:
             self.sft = {"per_device_train_batch_size": 2, "max_length": 1536, "max_steps": 2}
             self.eval = {"n": 4, "max_new_tokens": 8, "batch_size": 4}
             self.tests_timeout, self.tests_estimate = 120, 0
-            self.estimates = {"grpo": 0, "sft": 0, "eval": 0}
+            small, large, needs = "tiny", "tiny-wide", (0, 0, 0, 0, 0, 0)  # a rehearsal runs every part
         else:
             self.models = {"smollm2-135m": {}, "llama-0.5b": LLAMA_05B}
             self.seed_grpo = {}
@@ -80,7 +80,13 @@ class Plan:
             self.sft = {"per_device_train_batch_size": 32, "max_length": 512, "max_steps": 6}
             self.eval = {"n": 128, "max_new_tokens": 256, "batch_size": 64}
             self.tests_timeout, self.tests_estimate = 240, 60
-            self.estimates = {"grpo": 90, "sft": 40, "eval": 40}
+            # Seconds each part below needs at least (guesses until a GPU run measures them): a part that
+            # no longer fits in the budget is skipped and says so.
+            small, large, needs = "smollm2-135m", "llama-0.5b", (40, 40, 40, 90, 40, 150)
+        # (kind, model, GRPO shape, seconds needed), the most telling first.
+        kinds = [("grpo", small, "seed"), ("eval", small, None), ("sft", small, None)]
+        kinds += [("grpo", small, "large"), ("sft", large, None), ("grpo", large, "large")]
+        self.parts = [(*kind, seconds) for kind, seconds in zip(kinds, needs, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------- install
@@ -101,11 +107,14 @@ def install_and_reexec(argv: list[str], wheels: Path) -> None:
     paths = [str(REPO / "src"), env.get("PYTHONPATH", "")]
     if any(wheels.glob("*.whl")):
         t0 = time.perf_counter()
-        subprocess.run(install_command(wheels, SITE), check=True)
-        env[INSTALLED_ENV] = f"{time.perf_counter() - t0:.1f}"
-        paths.insert(0, str(SITE))
+        proc = subprocess.run(install_command(wheels, SITE), capture_output=True, text=True)
+        if proc.returncode == 0:
+            env[INSTALLED_ENV] = f"{time.perf_counter() - t0:.1f} s"
+            paths.insert(0, str(SITE))
+        else:  # the parts that need the wheels then fail with their import errors, and the report says why
+            env[INSTALLED_ENV] = f"failed: {(proc.stderr or proc.stdout)[-500:]}"
     else:
-        env[INSTALLED_ENV] = "none"
+        env[INSTALLED_ENV] = f"nothing installed: no wheels in {wheels} (run `make gpu-wheels` and carry it)"
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     os.execve(sys.executable, [sys.executable, "-m", "benchmarks.gpu_check", *argv], env)
 
@@ -174,7 +183,7 @@ def environment(wheels: Path) -> dict:
     return {
         "versions": versions,
         "carried_wheels": carried,
-        "install_seconds": os.environ.get(INSTALLED_ENV),
+        "install": os.environ.get(INSTALLED_ENV),
         "unmet_requirements": unmet_requirements(carried),
     }
 
@@ -463,7 +472,6 @@ def check(plan: Plan, wheels: Path, budget_s: float, save=lambda result: None) -
     saved(budget.run("gpu tests", plan.tests_estimate, gpu_tests, plan))
     peak = saved(budget.run("matmul peak", 0, matmul_peak, plan))
     result["peak_gflops"] = peak_gflops = peak["gflops"] if peak else float("nan")
-    small, large = list(plan.models)
     with tempfile.TemporaryDirectory(prefix="r1lab-gpu-check-") as tmp:
         tmp = Path(tmp)
         for name, overrides in plan.models.items():
@@ -473,19 +481,12 @@ def check(plan: Plan, wheels: Path, budget_s: float, save=lambda result: None) -
             if info is not None:
                 result["models"][name] = {k: info[k] for k in ("n_params", "layers", "hidden")}
         shapes = {"seed": (seed_shape, plan.seed_steps), "large": (large_shape, plan.large_steps)}
-        for kind, model, shape in [
-            ("grpo", small, "seed"),
-            ("eval", small, None),
-            ("sft", small, None),
-            ("grpo", small, "large"),
-            ("sft", large, None),
-            ("grpo", large, "large"),
-        ]:
+        for kind, model, shape, estimate in plan.parts:
             label = f"{kind} {model}" + (f" {shape}" if shape else "")
             if model not in result["models"]:
                 result["results"][label] = {"status": "skipped", "why": f"model {model} could not be built"}
                 continue
-            spec, work, estimate = str(tmp / model), tmp / label.replace(" ", "-"), plan.estimates[kind]
+            spec, work = str(tmp / model), tmp / label.replace(" ", "-")
             if kind == "grpo":
                 budget.run(label, estimate, grpo_pair, spec, *shapes[shape], peak_gflops, work)
             elif kind == "sft":
@@ -568,7 +569,7 @@ def markdown(result: dict, table: str) -> str:
         f"Ran on {kind}, {result['seconds']:.0f} s in all. Machine: {result['machine']}\n\n"
         f"```\n{table}\n```\n\n"
         f"Versions: {env['versions']}. Carried wheels: {', '.join(env['carried_wheels']) or 'none'} "
-        f"(install {env['install_seconds'] or 'not run'} s). "
+        f"(install: {env['install'] or 'not run'}). "
         f"Unmet requirements: {'; '.join(unmet) if unmet else 'none'}.\n\n"
         "Models are randomly initialised (no weights can be fetched on the GPU machine): "
         f"{json.dumps(result['models'])}. Random models never stop early, so every completion runs to "
