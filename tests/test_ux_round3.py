@@ -261,3 +261,15 @@ def test_4_eval_outside_a_terminal_prints_periodic_progress_lines(tmp_path, r1la
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "eval: 1/3" in err and "left" in err and "eval: 3/3" in err
+
+
+# ------------------------------------------------------------------------------ 9. console noise
+
+
+def test_9_one_sft_step_reads_only_its_rows_and_prints_no_bars_into_a_pipe(tmp_path, r1lab_cache, capsys):
+    argv = ["sft", "--model", "tiny", "--output_dir", str(tmp_path / "s"), "--max_steps", "1", "--eval_n", "0",
+            "--per_device_train_batch_size", "4", "--report", "false"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "SFT on 4 examples" in err  # 1 step x 4 rows, not the built-in task's 5,000
+    assert "Map" not in err and "Tokenizing" not in err and "it/s" not in err and "\r" not in err

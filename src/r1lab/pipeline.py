@@ -743,8 +743,7 @@ def clear_run(run: RunConfig) -> None:
 
 def _write_report(run_dir: Path) -> None:
     try:
-        path = write_report(run_dir)
-        log.info("report: %s", path)
+        write_report(run_dir)  # it logs where the report went
     except Exception as err:  # a broken report must not fail a finished training run
         log.warning("could not write the report: %s", err)
 

@@ -151,6 +151,11 @@ def setup_logging(debug: bool) -> None:
         # transformers' "Loading weights" bars (read from the hub's setting at import) clutter every verb;
         # training keeps its own progress bar (the Trainer's), which this does not touch.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not sys.stderr.isatty():
+        # datasets' map bars (TRL tokenizing) write a line per update into a pipe, a log or CI
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        if "datasets" in sys.modules:  # imported already (read its setting at import): tell it directly
+            sys.modules["datasets"].disable_progress_bars()
         for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "torch", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         # Deprecation notices (FutureWarning) from the libraries' own code, such as transformers renaming

@@ -4,6 +4,7 @@ writing the final model atomically."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def trl_defaults(stage: StageConfig, run: RunConfig, output_dir: Path) -> dict[s
         "use_cpu": not cuda,
         "gradient_checkpointing": run.gradient_checkpointing,
         "max_steps": 20,
+        # r1lab prints a line per logged step; the Trainer's bar only helps where it can redraw itself
+        "disable_tqdm": not sys.stderr.isatty(),
     }
     if stage.kind == "grpo":
         d.update(

@@ -46,8 +46,26 @@ def to_prompt_completion(example: dict) -> dict:
     return {"prompt": list(messages[:-1]), "completion": [messages[-1]]}
 
 
-def sft_dataset(stage: StageConfig, run: RunConfig):
-    """The stage's conversations, in prompt/completion form. ``stage:<rs>`` reads that stage's data.jsonl."""
+def rows_needed(args) -> int | None:
+    """How many examples a step-limited SFT stage reads: ``max_steps`` x the global batch; ``None`` (all)
+    when it trains by epochs or packs several examples into one sequence.
+
+    >>> from types import SimpleNamespace as A
+    >>> rows_needed(A(max_steps=2, per_device_train_batch_size=8, gradient_accumulation_steps=2,
+    ...               world_size=1, packing=False))
+    32
+    """
+    if getattr(args, "packing", False) or args.max_steps is None or args.max_steps <= 0:
+        return None
+    return (
+        args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    )
+
+
+def sft_dataset(stage: StageConfig, run: RunConfig, *, limit: int | None = None):
+    """The stage's conversations, in prompt/completion form. ``stage:<rs>`` reads that stage's data.jsonl.
+    Without the stage's own ``n``, at most ``limit`` rows are read (those its steps use, see
+    :func:`rows_needed`): a one-step stage does not tokenize 5,000 examples."""
     import datasets
 
     src = stage.data or run.data
@@ -68,7 +86,9 @@ def sft_dataset(stage: StageConfig, run: RunConfig):
     else:
         from r1lab.data import load_sft_dataset
 
-        ds = load_sft_dataset(src, **stage_data_options(stage, run))
+        options = stage_data_options(stage, run)
+        options["n"] = options["n"] or limit
+        ds = load_sft_dataset(src, **options)
     return ds.map(to_prompt_completion, remove_columns=ds.column_names)
 
 
@@ -77,10 +97,10 @@ def build_sft_trainer(stage: StageConfig, run: RunConfig, *, model_spec: str, st
     from trl import SFTTrainer
 
     stage_dir = Path(stage_dir)
+    args = build_trl_args(stage, run, stage_dir / "checkpoints")
     if dataset is None:
         with main_process_first():  # rank 0 fills the datasets cache, the others read it
-            dataset = sft_dataset(stage, run)
-    args = build_trl_args(stage, run, stage_dir / "checkpoints")
+            dataset = sft_dataset(stage, run, limit=rows_needed(args))
     model, tokenizer = load_for_training(model_spec, run)
     trainer = SFTTrainer(
         model=model,
