@@ -32,6 +32,7 @@ from r1lab import distributed
 from r1lab.answers import plain_number
 from r1lab.errors import UserError
 from r1lab.io import append_jsonl, atomic_write_json, read_jsonl
+from r1lab.rewards.verify import STATS as VERIFY_STATS
 
 logger = logging.getLogger(__name__)
 
@@ -390,6 +391,7 @@ def evaluate(
 
     progress = (lambda n_done: on_progress(n_done, len(rows))) if on_progress else (lambda n_done: None)
     t0 = time.perf_counter()
+    errors_before = VERIFY_STATS["errors"]
     made, new_tokens = _generate_and_judge(
         model_spec_or_pair,
         rows,
@@ -417,7 +419,15 @@ def evaluate(
         new_tokens=new_tokens,
         tokens_per_second=round(new_tokens / seconds, 2) if seconds > 0 and new_tokens else None,
         n_resumed=n_resumed,
+        # answers the verifier failed on (not a time-out): scored wrong, so accuracy is a lower bound
+        verify_errors=VERIFY_STATS["errors"] - errors_before,
     )
+    if summary["verify_errors"]:
+        logger.warning(
+            "answer verification failed (not a time-out) on %d completion(s), scored wrong: accuracy is a "
+            "lower bound; --debug shows why",
+            summary["verify_errors"],
+        )
     if out is not None and writer:
         atomic_write_json(out / SUMMARY_FILE, summary)
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,7 @@ def _score(args: argparse.Namespace) -> int:
 
     from r1lab.io import write_jsonl
     from r1lab.rewards import completion_text, get_reward_funcs
+    from r1lab.rewards.verify import STATS
 
     path = Path(args.file)
     params = _parse_params(args.param)
@@ -185,8 +187,10 @@ def _score(args: argparse.Namespace) -> int:
     rows = _read_rows(path)
     completions, columns = _columns(rows, path, args.completion_field)
     scores: dict[str, list] = {}
+    errors_before = STATS["errors"]
     for func in funcs:
         scores[func.__name__] = func(completions, **columns)
+    verify_errors = STATS["errors"] - errors_before
 
     console = Console()
     if args.show:
@@ -211,6 +215,13 @@ def _score(args: argparse.Namespace) -> int:
         out_rows = [{**row, "scores": {n: scores[n][i] for n in scores}} for i, row in enumerate(rows)]
         write_jsonl(args.out, out_rows)
         console.print(f"wrote {len(out_rows)} rows to {args.out}")
+    if verify_errors:  # not a wrong answer: the verifier itself failed, so these scores are not judgements
+        print(
+            f"r1lab: {verify_errors} answer verification(s) failed (not a time-out) and were scored 0; "
+            "run with --debug to see why",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -293,13 +304,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _seconds(text: str) -> float:
-    """argparse type for --timeout: a positive, finite number of seconds."""
-    import argparse
-
-    from r1lab.errors import UserError
+    """argparse type for --timeout: more than 0 and at most 60 seconds. Its UserError passes through
+    argparse (which handles only ValueError/TypeError) to the CLI's one-line message."""
     from r1lab.rewards.verify import check_timeout
 
-    try:
-        return check_timeout(text)
-    except UserError as err:
-        raise argparse.ArgumentTypeError(err.message) from None
+    return check_timeout(text)

@@ -35,6 +35,9 @@ from r1lab.rewards.extract import simple_rational
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 2.0
+# The longest per-item budget accepted: math-verify settles real answers in well under a second, and the
+# worker's CPU-time timer overflows on huge values (--timeout 1e308 made items fail, scored wrong).
+MAX_TIMEOUT = 60.0
 # Answers longer than this are not mathematical answers; they are judged wrong without parsing.
 MAX_VERIFY_CHARS = 2000
 MAX_REFERENCE_CHARS = 10_000
@@ -167,11 +170,13 @@ class _Job:
     todo: list[int]
     errors: list[str] = field(default_factory=list)
     failed: set[int] = field(default_factory=set)  # items scored wrong because verification failed
+    n_errors: int = 0  # failures that are not a time-out (a crash, an exception in the verifier)
 
     def fail(self, i: int, why: str) -> None:
         self.results[i] = False
         self.failed.add(i)
         self.errors.append(f"item {i}: {why}")
+        self.n_errors += not why.startswith("timed out")
 
 
 class VerifierPool:
@@ -195,6 +200,7 @@ class VerifierPool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self.n_timeouts = 0
+        self.n_errors = 0  # verification failures that are not a time-out (see verify_answers)
         self.n_restarts = 0
 
     @property
@@ -244,10 +250,12 @@ class VerifierPool:
             self._feed(job)
             self._collect(job, wait(self._workers, timeout=self._time_to_next_deadline()))
             self._expire(job)
+        self.n_errors += job.n_errors
         if job.errors:
             log.warning(
-                "answer verification failed for %d item(s), scored as wrong; first: %s",
+                "answer verification failed for %d item(s) (%d not a time-out), scored as wrong; first: %s",
                 len(job.errors),
+                job.n_errors,
                 job.errors[0],
             )
         return results, job.failed
@@ -429,11 +437,11 @@ def check_timeout(timeout) -> float:
 
     try:
         value = float(timeout)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
         raise UserError(
-            f"verification timeout must be a positive number of seconds, got {timeout!r}",
+            f"verification timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, got {timeout!r}",
             hint="e.g. --timeout 2 (the default)",
         )
     return value
@@ -508,7 +516,10 @@ def verify_answers(
         STATS["math_verify"] += len(unique)
         STATS["deduplicated"] += len(pending) - len(unique)
         pool = workers or get_pool()
+        errors_before = pool.n_errors
         judged, failed = pool.map_with_failures(unique, timeout=timeout)
+        # a failure that is not a time-out is counted (STATS["errors"]): eval and `rewards score` report it
+        STATS["errors"] += pool.n_errors - errors_before
         verdicts = dict(zip(unique, judged, strict=True))
         failed_pairs = {unique[j] for j in failed}
         for i, key in zip(pending, pending_pairs, strict=True):
