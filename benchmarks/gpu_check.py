@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -268,13 +269,19 @@ def gpu_tests(plan: Plan) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "gpu"]
     cmd += ["-k", "not vllm", *files]
     t0 = time.perf_counter()
+    # Its own process group: on a timeout the `accelerate launch` workers go too, and free the GPU.
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=plan.tests_timeout)
-    except subprocess.TimeoutExpired as err:
-        out = err.stdout if isinstance(err.stdout, str) else (err.stdout or b"").decode(errors="replace")
+        out, _ = proc.communicate(timeout=plan.tests_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
         return {"status": "failed", "why": f"timed out after {plan.tests_timeout} s", "log_tail": out[-3000:]}
-    out = proc.stdout + proc.stderr
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", out)}
+    summary = [line for line in out.splitlines() if re.search(r"\d+ \w+.* in [\d.]+s", line)]
+    pattern = r"(\d+) (passed|failed|skipped|errors?|deselected)"
+    counts = {k: int(n) for n, k in re.findall(pattern, summary[-1] if summary else "")}
     skips = re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", out)
     return {
         "status": "ok" if proc.returncode in (0, 5) and not counts.get("failed") else "failed",
@@ -283,7 +290,7 @@ def gpu_tests(plan: Plan) -> dict:
         "skip_reasons": sorted(set(skips)),
         "not_run": "test_vllm_colocate_grpo_on_gpus: vLLM is too large to carry to the machine",
         "seconds": time.perf_counter() - t0,
-        "log_tail": out[-3000:] if proc.returncode not in (0, 5) else "",
+        "log_tail": out[-6000:] if proc.returncode not in (0, 5) else "",
     }
 
 
@@ -560,10 +567,16 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _grpo_shape(stage: dict) -> str:
+    completions = stage["per_device_train_batch_size"] * stage.get("gradient_accumulation_steps", 1)
+    prompts = completions // stage["num_generations"]
+    return f"{prompts} prompts x {stage['num_generations']} completions x {stage['max_completion_length']} tokens"
+
+
 def markdown(result: dict, table: str) -> str:
     env = result["environment"]
     kind = "a CPU rehearsal (tiny models, no CUDA)" if result["rehearsal"] else "CUDA, bf16"
-    unmet = env["unmet_requirements"]
+    unmet, shapes = env["unmet_requirements"], result["shapes"]
     return (
         f"# r1lab on a GPU: `make gpu-check`\n\n"
         f"Ran on {kind}, {result['seconds']:.0f} s in all. Machine: {result['machine']}\n\n"
@@ -572,12 +585,12 @@ def markdown(result: dict, table: str) -> str:
         f"(install: {env['install'] or 'not run'}). "
         f"Unmet requirements: {'; '.join(unmet) if unmet else 'none'}.\n\n"
         "Models are randomly initialised (no weights can be fetched on the GPU machine): "
-        f"{json.dumps(result['models'])}. Random models never stop early, so every completion runs to "
-        "its token budget. GRPO: `large` is 64 prompts x 8 completions x 256 tokens per optimizer step "
-        "(micro-batches of 32), `seed` is recipes/seed.yaml's GRPO stage; the first step of each is a "
-        "warm-up; `% of peak` is the update's rate (6 x parameters x trained tokens) over the measured "
-        "matmul peak, for TRL / r1lab. SFT: non-padding tokens per second of r1lab's SFT stage. Eval: greedy "
-        "new tokens per second, `model.generate` on padded batches against r1lab's shared-prefix decoder, "
+        f"{json.dumps(result['models'])}; they rarely stop early, so completions run to their token budget. "
+        f"GRPO: `large` is {_grpo_shape(shapes['large'])} per optimizer step, `seed` is recipes/seed.yaml's "
+        f"GRPO stage ({_grpo_shape(shapes['seed'])}); the first step of each is a warm-up; `% of peak` is the "
+        "update's rate (6 x parameters x trained tokens) over the measured matmul peak, for TRL / r1lab. "
+        "SFT: non-padding tokens per second of r1lab's SFT stage. Eval: greedy new tokens per second, "
+        "`model.generate` on padded batches against r1lab's shared-prefix decoder, "
         "same prompts and batch size.\n"
     )
 
