@@ -183,13 +183,14 @@ class _Batch:
     """The decoder's state: the KV cache and, per live row, its attention mask, next position and (for a
     repetition penalty) the tokens it has seen."""
 
-    def __init__(self, model):
+    def __init__(self, model, capacity: int):
         import torch
-        from transformers import DynamicCache
+
+        from r1lab.kvcache import preallocated_cache
 
         self.model = model
         self.device = next(model.parameters()).device
-        self.cache = DynamicCache(config=model.config)
+        self.cache = preallocated_cache(model.config, capacity)  # written in place, no per-step copies
         self.length = 0  # cache length, padding included
         self.torch = torch
 
@@ -285,7 +286,7 @@ def decode_shared_prefix(
 
     sampling = sampling or Sampling(temperature=temperature, top_p=top_p)
     counts = [per_prompt] * len(rows) if isinstance(per_prompt, int) else list(per_prompt)
-    batch = _Batch(model)
+    batch = _Batch(model, capacity=max(len(r) for r in rows) + max_new_tokens)
     logits, mask = _prefill(batch, rows, pad_id)
     next_position = torch.tensor([len(r) for r in rows], device=batch.device)
     seen = _seen_tokens(rows, batch.device) if sampling.repetition_penalty != 1.0 else None

@@ -1,0 +1,99 @@
+"""A KV cache for r1lab's decoder that writes each step's keys and values in place.
+
+transformers' ``DynamicCache`` appends a step by concatenation: every decoding step copies the whole cache
+of every layer (for SmolLM2-135M at 16 rows and ~190 positions: 30 layers x 2 copies of ~2 MB), which was
+~37% of a decode step's time. Here each layer holds a buffer sized for the prompt plus ``max_new_tokens``
+up front; a step writes one position into it and attention reads a view of the filled part. Rows leave the
+batch by index (one copy of the live part, only on steps where a row finished), as with ``DynamicCache``.
+The keys and values attention sees are the same numbers; only where they are stored differs.
+"""
+
+from __future__ import annotations
+
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+
+class PreallocatedLayer(DynamicLayer):
+    """One layer's keys and values in a ``[rows, heads, capacity, head_dim]`` buffer; ``keys``/``values``
+    are views of its first ``length`` positions (what ``DynamicLayer`` code reads)."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+        self._keys = self._values = None
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        self.device = key_states.device
+        rows, heads, _, dim = key_states.shape
+        self._keys = key_states.new_empty((rows, heads, self.capacity, dim))
+        self._values = value_states.new_empty((rows, heads, self.capacity, value_states.shape[-1]))
+        self.length = 0
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._keys.shape[-2]:  # more than promised: grow (never on the decoder's own path)
+            self.capacity = max(end, 2 * self._keys.shape[-2])
+            self._rebuild(lambda t: t)
+        self._keys[:, :, self.length : end].copy_(key_states)
+        self._values[:, :, self.length : end].copy_(value_states)
+        self.length = end
+        self._publish()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        self._keys = self._values = None
+        self.length = 0
+        super().reset()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove")
+        if self.is_initialized and tokens_to_remove:
+            self.length = max(self.length + tokens_to_remove, 0)
+            self._publish()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self._rebuild(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices) -> None:
+        if self.get_seq_length() > 0:
+            self._rebuild(lambda t: t[indices])
+
+    def reorder_cache(self, beam_idx) -> None:
+        self.batch_select_indices(beam_idx.to(self.device))
+
+    def _rebuild(self, rows_of) -> None:
+        """New buffers holding ``rows_of`` the filled part of the old ones (only that part is copied)."""
+        fresh = []
+        for old in (self._keys, self._values):
+            live = rows_of(old[:, :, : self.length])
+            new = live.new_empty((live.shape[0], live.shape[1], self.capacity, live.shape[-1]))
+            new[:, :, : self.length].copy_(live)
+            fresh.append(new)
+        self._keys, self._values = fresh
+        self._publish()
+
+    def _publish(self) -> None:
+        self.keys = self._keys[:, :, : self.length]
+        self.values = self._values[:, :, : self.length]
+
+
+def preallocated_cache(config, capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` for ``config`` whose full-attention layers are :class:`PreallocatedLayer` of
+    ``capacity`` positions (sliding-window and other special layers stay as transformers makes them)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [
+        PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers
+    ]
+    return cache
