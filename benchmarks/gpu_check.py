@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = REPO / "gpu-wheels"
 SITE = Path(tempfile.gettempdir()) / "r1lab-gpu-site"
-INSTALLED_ENV = "R1LAB_GPU_CHECK_INSTALL_SECONDS"
+INSTALLED_ENV = "R1LAB_GPU_CHECK_INSTALL"
 # The ~0.5B model: SmolLM2-135M's configuration (and tokenizer) made wider and deeper.
 LLAMA_05B = {
     "hidden_size": 1024,
@@ -102,8 +102,8 @@ def install_command(wheels: Path, site: Path) -> list[str]:
 
 
 def install_and_reexec(argv: list[str], wheels: Path) -> None:
-    """Install the carried wheels, then run this script again with them (and ``src/``) importable. Returns
-    only when there is nothing to install."""
+    """Install the carried wheels, then run this script again with them (and ``src/``) importable; what the
+    install did travels in the environment, for the report. Does not return."""
     env = dict(os.environ)
     paths = [str(REPO / "src"), env.get("PYTHONPATH", "")]
     if any(wheels.glob("*.whl")):
@@ -238,6 +238,17 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def free_memory() -> None:
+    """What one part left on the GPU (trainers, models, cached blocks) goes before the next."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def matmul_peak(plan: Plan) -> dict:
     """The best bf16 matmul rate on the GPU (GFLOP/s), or fp32 on the CPU in a rehearsal."""
     if plan.rehearse:
@@ -283,8 +294,12 @@ def gpu_tests(plan: Plan) -> dict:
     pattern = r"(\d+) (passed|failed|skipped|errors?|deselected)"
     counts = {k: int(n) for n, k in re.findall(pattern, summary[-1] if summary else "")}
     skips = re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", out)
+    ok = proc.returncode in (0, 5) and not counts.get("failed")
     return {
-        "status": "ok" if proc.returncode in (0, 5) and not counts.get("failed") else "failed",
+        "status": "ok" if ok else "failed",
+        "why": ""
+        if ok
+        else f"pytest exit {proc.returncode}, {counts or 'no summary'} (log_tail in gpu.json)",
         "files": files,
         "counts": counts,
         "skip_reasons": sorted(set(skips)),
@@ -442,6 +457,8 @@ class Budget:
             }
             print(f"[gpu-check] {name} failed: {self.results[name]['why']}", flush=True)
             return None
+        finally:
+            free_memory()
         result = {"status": result.get("status", "ok"), **result, "seconds": time.perf_counter() - t0}
         self.results[name] = result
         return result
