@@ -2,6 +2,7 @@
 everywhere, built-in data that means what it says."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -273,3 +274,101 @@ def test_9_one_sft_step_reads_only_its_rows_and_prints_no_bars_into_a_pipe(tmp_p
     err = capsys.readouterr().err
     assert "SFT on 4 examples" in err  # 1 step x 4 rows, not the built-in task's 5,000
     assert "Map" not in err and "Tokenizing" not in err and "it/s" not in err and "\r" not in err
+
+
+# ------------------------------------------------------------------------------ 10. built-in data and small mismatches
+
+_NUMBER_WORDS = {"half": 2, "a third": 3, "a quarter": 4, "a fifth": 5, "a sixth": 6, "a seventh": 7}
+_MULTIPLE_WORDS = {"doubles": 2, "triples": 3, "quadruples": 4}
+
+
+def _sentence_regex(template: str) -> re.Pattern:
+    """A template as a regex; its operand (the first number, a fraction or a multiple) is the group ``v``."""
+    out, have_v = [], False
+    for part in re.split(r"(\{\w+\})", template):
+        name = part[1:-1] if part.startswith("{") else None
+        if name is None:
+            out.append(re.escape(part))
+        elif name in ("a", "b", "k", "d", "age", "frac", "mult") and not have_v:
+            inner = {"frac": r"half|a third|a quarter|a fifth|a sixth|a seventh|1/\d+",
+                     "mult": r"doubles|triples|quadruples|becomes \d+ times as large"}.get(name, r"\d+")  # fmt: skip
+            out.append(f"(?P<v>{inner})")
+            have_v = True
+        else:
+            out.append(r"[^.?]+?")
+    return re.compile("".join(out) + r"(?: |$)")
+
+
+def _operand(text: str) -> int:
+    digits = re.search(r"\d+", text)
+    return _NUMBER_WORDS.get(text) or _MULTIPLE_WORDS.get(text) or int(digits.group())
+
+
+def _answer_from_the_words(question: str, scenario: dict) -> int | None:
+    """Read a built-in question as a reader would: its opening value, then each sentence's operation."""
+    from r1lab.data.synthetic import DISTRACTORS
+
+    opens = [_sentence_regex(t) for t in scenario["open"]]
+    steps = [(op, _sentence_regex(t)) for op in "+-*/" for t in scenario[op]]
+    extras = [(None, _sentence_regex(t)) for t in DISTRACTORS]
+    asks = [_sentence_regex(t) for t in scenario["ask"]]
+    m = next((m for r in opens if (m := r.match(question))), None)
+    if m is None:
+        return None
+    total, pos = int(m.group("v")), m.end()
+    while pos < len(question):
+        if any(r.fullmatch(question, pos) for r in asks):
+            return total
+        hit = next(((op, m) for op, r in steps + extras if (m := r.match(question, pos))), None)
+        if hit is None:
+            return None
+        op, m = hit
+        pos = m.end()
+        if op is not None:
+            v = _operand(m.group("v"))
+            total = {"+": total + v, "-": total - v, "*": total * v, "/": total // v}[op]
+    return None
+
+
+def test_10_every_built_in_template_says_what_its_answer_computes():
+    """Each built-in question, read sentence by sentence (which operation its words name, on which number),
+    gives its answer; the closing questions never assume the direction of the last step ("left" after an
+    addition was wrong); every template is seen."""
+    from r1lab.data.synthetic import SCENARIOS, make_problems
+
+    used = set()
+    for level in (1, 2, 3, 4, 5):
+        for split in ("train", "test"):
+            for p in make_problems(150, level=level, split=split, seed=level):
+                scenario = next(
+                    s for s in SCENARIOS.values() if _answer_from_the_words(p["problem"], s) is not None
+                )
+                assert _answer_from_the_words(p["problem"], scenario) == int(p["answer"]), p["problem"]
+                used |= {t for part in scenario.values() if isinstance(part, tuple) for t in part
+                         if _sentence_regex(t).search(p["problem"])}  # fmt: skip
+    every = {t for s in SCENARIOS.values() for k, part in s.items() if k != "unit" for t in part}
+    assert every <= used, every - used
+    for scenario in SCENARIOS.values():
+        for ask in scenario["ask"]:
+            assert not re.search(r"\b(left|remain|still)\b", ask), ask
+
+
+def test_10_small_mismatches_recipe_names_builtin_options_and_yaml_errors(tmp_path, capsys):
+    from r1lab.config import bundled_recipes
+
+    assert main(["run", "--config", "seedd", "--dry-run"]) == 2
+    assert "did you mean seed?" in _err(capsys)
+    assert main(["run", "--config", "nothing-like-it", "--dry-run"]) == 2
+    err = _err(capsys)
+    assert "gsm8k" in bundled_recipes() and all(name in err for name in bundled_recipes())
+
+    assert main(["data", "preview", "builtin:lvl=1"]) == 2
+    assert "level=0-5" in _err(capsys)
+    assert main(["data", "preview", "builtin:level=0", "--n", "1"]) == 0  # what the hint says works
+    capsys.readouterr()
+
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("name: x\nmodel: tiny\nstages: [{name: g, kind: grpo}\nseed: 1\n")
+    assert main(["run", "--config", str(recipe), "--dry-run"]) == 2
+    err = _err(capsys)
+    assert "line 4, column 1" in err and "the line: `seed: 1`" in err and "flow sequence at line 3" in err

@@ -417,8 +417,7 @@ def load_config(
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            hint = "the bundled recipes are recipes/seed.yaml, recipes/r1.yaml, recipes/r1-zero.yaml"
-            raise UserError(f"recipe not found: {path}", hint=hint)
+            raise UserError(f"recipe not found: {path}", hint=_recipe_hint(p))
         source = str(p)
         data = read_yaml(p) or {}  # safe: no duplicate keys, no alias bombs, UTF-8 or a clear error
         if not isinstance(data, dict):
@@ -435,6 +434,20 @@ def load_config(
             data.pop("eval_data", None)  # the user's own data: held-out problems follow it, not the recipe's
         data = apply_overrides(data, overrides, source=source or "recipe")
     return RunConfig.from_dict(data, source=source)
+
+
+def bundled_recipes() -> list[str]:
+    """The names of the recipes shipped with r1lab (``seed``, ``r1``, ...), from the package itself."""
+    return sorted(p.stem for p in (Path(__file__).parent / "recipes").glob("*.yaml"))
+
+
+def _recipe_hint(path: Path) -> str:
+    """A did-you-mean for a recipe that is not there, else the list of bundled recipes."""
+    names = bundled_recipes()
+    close = difflib.get_close_matches(path.stem, names, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    return f"the bundled recipes are {', '.join(names)} (--config NAME or a path to a .yaml)"
 
 
 def parse_value(text: str) -> Any:

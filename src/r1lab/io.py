@@ -318,11 +318,36 @@ def parse_yaml(text: str, where: str) -> Any:
             )
         return loader.construct_document(node)
     except yaml.YAMLError as err:
-        # PyYAML's message holds the line and column ("in "<unicode string>", line 2, column 9")
-        text = " ".join(str(err).replace('"<unicode string>"', where).split())
-        raise UserError(f"{where}: not valid YAML: {text}", hint="fix the syntax") from None
+        raise UserError(yaml_error_message(err, text, where), hint="fix the syntax") from None
     finally:
         loader.dispose()
+
+
+def yaml_error_message(err, text: str, where: str) -> str:
+    """A PyYAML error as one line: where, line and column, what is wrong, and the offending line itself.
+
+    >>> import yaml
+    >>> text = "name: x\\nstages: [a, b\\nmodel: tiny\\n"
+    >>> try:
+    ...     yaml.safe_load(text)
+    ... except yaml.YAMLError as err:
+    ...     print(yaml_error_message(err, text, "r.yaml"))
+    r.yaml: line 3, column 6: not valid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 2, column 9); the line: `model: tiny`
+    """
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return f"{where}: not valid YAML: {' '.join(str(err).split())}"
+    context = getattr(err, "context", None)
+    context_mark = getattr(err, "context_mark", None)
+    if context and context_mark is not None and context_mark is not mark:
+        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    lines = text.splitlines()
+    line = lines[mark.line].strip() if mark.line < len(lines) else ""
+    if not line and context_mark is not None and context_mark.line < len(lines):  # the end of the text
+        line = lines[context_mark.line].strip()
+    shown = f"; the line: `{line[:120]}`" if line else ""
+    return f"{where}: line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}{shown}"
 
 
 def _expanded_size(node, memo: dict) -> int:

@@ -27,14 +27,18 @@ def test_only_the_assistant_turn_is_trained_on(tiny_run):
     assert (labels == -100).sum() > 0
 
 
-def test_run_sft_writes_model_logs_and_checkpoints(tiny_run, capfd):
+def test_run_sft_writes_model_logs_and_checkpoints(tiny_run, capfd, caplog):
+    caplog.set_level(
+        "INFO", logger="r1lab"
+    )  # outside a terminal the step line is logged (no bar to write on)
     run = tiny_run(SFT)
     out = run_sft(run.stages[0], run, model_spec="tiny", stage_dir=run.run_dir / "sft", dataset=sft_rows(8))
     rows = [r for r in read_jsonl(run.run_dir / "metrics.jsonl") if "loss" in r]
     assert rows and all(r["stage"] == "sft" for r in rows)
     # TRL's metrics dict goes to metrics.jsonl; the console gets one compact line per log event
     console = capfd.readouterr()
-    assert "{'loss'" not in console.out + console.err and "sft step 1/" in console.out + console.err
+    shown = console.out + console.err + caplog.text
+    assert "{'loss'" not in shown and "sft step 1/" in shown
     assert (out / "model.safetensors").is_file()
     assert sorted(p.name for p in (run.run_dir / "sft" / "checkpoints").glob("checkpoint-*"))
 

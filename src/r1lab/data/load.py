@@ -82,7 +82,7 @@ def parse_source(source: str) -> SourceSpec:
             if key not in ("level", "n", "seed", "split"):
                 raise UserError(
                     f"unknown built-in task option {key!r} in {source!r}",
-                    hint="options are level=1-5|1-3|mix, n=N, seed=S, split=train|validation|test",
+                    hint="options are level=0-5|1-3|mix, n=N, seed=S, split=train|validation|test",
                 )
             options[key] = value
         return SourceSpec("builtin", "builtin", options)
@@ -163,9 +163,21 @@ def _int_option(spec: SourceSpec, key: str, default: int | None) -> int | None:
 def _builtin_records(spec: SourceSpec, split: str, n: int | None, seed: int) -> Iterator[tuple[str, Record]]:
     split = synthetic.canonical_split(spec.options.get("split", split))
     n_opt = _int_option(spec, "n", None)
-    n = n if n is not None else n_opt if n_opt is not None else BUILTIN_DEFAULT_N[split]
+    asked = n if n is not None else n_opt
     seed = _int_option(spec, "seed", seed)
-    rows = synthetic.make_problems(n, level=spec.options.get("level", 1), seed=seed, split=split)
+    level = spec.options.get("level", 1)
+    if asked is not None:
+        rows = synthetic.make_problems(asked, level=level, seed=seed, split=split)
+    else:  # the default size: a level that holds fewer problems (level 0) gives all it has
+        rows = []
+        try:
+            for row in synthetic.iter_problems(level=level, seed=seed, split=split):
+                rows.append(row)
+                if len(rows) >= BUILTIN_DEFAULT_N[split]:
+                    break
+        except UserError:
+            if not rows:
+                raise
     for row in rows:
         rec = Record(
             row["problem"], row["answer"], row["solution"], subject="arithmetic", level=str(row["level"])

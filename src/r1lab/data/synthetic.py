@@ -225,7 +225,7 @@ SCENARIOS = {
             "{He} keeps only {frac} of the water.",
         ),
         "ask": (
-            "How many liters of water are left?",
+            "How many liters of water are there now?",  # not "left": the last step may add water
             "How many liters of water does {name} have now?",
         ),
     },
@@ -571,7 +571,7 @@ def make_problems(
 ) -> list[dict]:
     """``n`` distinct problems of the built-in task (see :func:`iter_problems` for the row shape).
 
-    ``level`` is 1-5, a range ``"1-3"``, a list, or ``"mix"``; ``split`` is train/validation/test,
+    ``level`` is 0-5, a range ``"1-3"``, a list, or ``"mix"``; ``split`` is train/validation/test,
     and no question text ever appears in two splits.
 
     >>> rows = make_problems(2, level=1, seed=0)
