@@ -866,8 +866,8 @@ def _looks_like_path(src: str) -> bool:
 # shell, a path or a dotted --<stage>.<field> override would read another way. Checked without loading
 # TRL, so the CLI can refuse a bad name (and take the run's lock) before any heavy import.
 MAX_NAME_CHARS = 100
-_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+RUN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+STAGE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 def check_names(run: RunConfig) -> None:
@@ -880,12 +880,12 @@ def check_names(run: RunConfig) -> None:
     """
     where = run.source or "recipe"
     hint = f"use letters, digits, _, - and ., up to {MAX_NAME_CHARS} characters, e.g. --name demo"
-    if not isinstance(run.name, str) or not _plain_name(run.name, _RUN_NAME):
+    if not isinstance(run.name, str) or not _plain_name(run.name, RUN_NAME_RE):
         raise UserError(f"{where}: bad run name {run.name!r}", hint=hint)
     if not isinstance(run.output_dir, str) or not run.output_dir.strip() or "\x00" in run.output_dir:
         raise UserError(f"{where}: bad output_dir {run.output_dir!r}", hint="a folder path, e.g. runs")
     for stage in run.stages:
-        if not isinstance(stage.name, str) or not _plain_name(stage.name, _STAGE_NAME):
+        if not isinstance(stage.name, str) or not _plain_name(stage.name, STAGE_NAME_RE):
             raise UserError(
                 f"{where}: bad stage name {stage.name!r}",
                 hint=f"use letters, digits, _ and -, up to {MAX_NAME_CHARS} characters, e.g. grpo1",

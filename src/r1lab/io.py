@@ -133,7 +133,7 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
-        _follow_umask(tmp)
+        follow_umask(tmp)
         if final.exists():
             if not overwrite:
                 return
@@ -149,8 +149,9 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _follow_umask(root: Path) -> None:
-    """Give a tree built in a ``mkdtemp`` folder (0700) the permissions every other file gets."""
+def follow_umask(root: Path) -> None:
+    """Give a tree built in a ``mkdtemp`` folder (0700), or written by a library with ``mkstemp`` (0600),
+    the permissions every other file gets."""
     mask = _umask()
     for path in [root, *root.rglob("*")]:
         if path.is_symlink():

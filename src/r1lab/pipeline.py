@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from r1lab import distributed
-from r1lab.config import RunConfig, StageConfig, validate
+from r1lab.config import STAGE_NAME_RE, RunConfig, StageConfig, check_names, validate
 from r1lab.data import check_source, load_eval_dataset
 from r1lab.distributed import check_vllm, main_process_first, wait_for_everyone
 from r1lab.errors import UserError
@@ -148,7 +149,7 @@ def heldout_metrics(model: str, run: RunConfig, label: str) -> Metrics | None:
         source=run.eval_data,
         split="test",
         n=run.eval_n,
-        out_dir=run.run_dir / "evals" / label,
+        out_dir=run_path(run, "evals", label),
         max_new_tokens=run.eval_max_new_tokens,
         batch_size=run.eval_batch_size,
         read_options=heldout_read_options(run),
@@ -320,6 +321,25 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None, restart: bool
     A run folder made with other settings is refused (:func:`check_rerun`) unless ``restart``, which
     deletes its outputs first.
     """
+    check_names(run)  # cheap, and the lock's path is made of the names
+    if not is_main_process():  # rank 0 holds the run's lock for all processes
+        _check_before_work(run, only, restart)
+        if restart:
+            wait_for_everyone()  # rank 0 clears the folder first
+        return _run_stages(run, only)
+    # The lock comes first: a second `r1lab run` of the same name is refused at once, before checking the
+    # recipe against TRL imports torch (~30 s), and a refused run leaves no folder behind (run_lock).
+    with run_lock(run):
+        _check_before_work(run, only, restart)
+        if restart:
+            clear_run(run)
+            wait_for_everyone()
+        for path in remove_stale_temps(run.run_dir):
+            log.info("removed %s (left by an interrupted write)", path)
+        return _run_stages(run, only)
+
+
+def _check_before_work(run: RunConfig, only: list[str] | None, restart: bool) -> None:
     check(run)
     if restart and only is not None:
         raise UserError(
@@ -329,17 +349,38 @@ def run_pipeline(run: RunConfig, *, only: list[str] | None = None, restart: bool
     check_only(run, only)
     check_rerun(run, restart=restart)
     _prepare_models(run)  # a model that cannot load fails here, before anything is written
-    if not is_main_process():  # rank 0 holds the run's lock for all processes
-        if restart:
-            wait_for_everyone()  # rank 0 clears the folder first
-        return _run_stages(run, only)
-    with exclusive_lock(run.run_dir / ".lock", f"run {run.name!r} ({run.run_dir})"):
-        if restart:
-            clear_run(run)
-            wait_for_everyone()
-        for path in remove_stale_temps(run.run_dir):
-            log.info("removed %s (left by an interrupted write)", path)
-        return _run_stages(run, only)
+
+
+@contextmanager
+def run_lock(run: RunConfig):
+    """Hold the run's lock (``runs/<name>/.lock``) for the block. If the block fails (a bad recipe found
+    under the lock), the folders and lock file this call created are removed again: a refused run writes
+    nothing."""
+    created = [p for p in (run.run_dir, *run.run_dir.parents) if not p.exists()]
+    lock = run.run_dir / ".lock"
+    with exclusive_lock(lock, f"run {run.name!r} ({run.run_dir})"):
+        try:
+            yield
+        except BaseException:
+            if created:
+                lock.unlink(missing_ok=True)
+                for folder in created:  # innermost first; a folder something else wrote into stays
+                    with suppress(OSError):
+                        folder.rmdir()
+            raise
+
+
+def run_path(run: RunConfig, *parts: str) -> Path:
+    """``run.run_dir / parts``, checked to lie inside the run folder (names are checked when the recipe is,
+    this is the second line: nothing r1lab writes may land outside ``output_dir/name``)."""
+    root = run.run_dir.resolve()
+    path = run.run_dir.joinpath(*parts)
+    if not path.resolve().is_relative_to(root) or path.resolve() == root and parts:
+        raise UserError(
+            f"{'/'.join(parts)!r} would write outside the run folder {run.run_dir}",
+            hint="use plain names (letters, digits, _ and -) for stages",
+        )
+    return path
 
 
 def check_only(run: RunConfig, only: list[str] | None) -> None:
@@ -377,7 +418,7 @@ def check_only(run: RunConfig, only: list[str] | None) -> None:
 
 def _finished(stage: StageConfig, run: RunConfig) -> bool:
     """Whether ``stage``'s output (a trained model, an rs stage's data) is already in the run folder."""
-    stage_dir = run.run_dir / stage.name
+    stage_dir = run_path(run, stage.name)
     if stage.trains:
         return (stage_dir / "model" / "config.json").is_file()
     return stage.kind == "rs" and _outputs_present(stage, stage_dir)
@@ -432,7 +473,7 @@ def _base_metrics(run: RunConfig, summary: Summary, only: list[str] | None = Non
 def _run_stage(stage: StageConfig, run: RunConfig, progress: _Progress, *, wanted: bool) -> None:
     """Run one stage, or skip it when it is done (finishing a trained model's evaluation if a kill came
     between the two) or not ``wanted`` (``--only``)."""
-    stage_dir = run.run_dir / stage.name
+    stage_dir = run_path(run, stage.name)
     entry = _entry(progress.summary, stage)
     if stage.trains and (stage_dir / "model" / "config.json").is_file():
         _finish_trained_stage(stage, run, progress, entry, stage_dir)
@@ -482,7 +523,7 @@ def _train(
     stage: StageConfig, run: RunConfig, progress: _Progress, entry: StageEntry, start_model: str
 ) -> None:
     t0 = time.time()
-    model_out = str(_run_training(stage, run, start_model, run.run_dir / stage.name))
+    model_out = str(_run_training(stage, run, start_model, run_path(run, stage.name)))
     _release_memory()
     entry["train_seconds"] = round(time.time() - t0, 1)
     progress.metrics = _evaluate_stage(stage, run, progress.summary, entry, model_out, progress.metrics)
@@ -495,7 +536,7 @@ def _rejection_sample(
     from r1lab.train.rejection import run_rejection_sampling  # imports torch/transformers
 
     entry["stats"] = run_rejection_sampling(
-        stage, run, model_spec=start_model, stage_dir=run.run_dir / stage.name
+        stage, run, model_spec=start_model, stage_dir=run_path(run, stage.name)
     )
     entry["model"] = start_model
 
@@ -503,7 +544,7 @@ def _rejection_sample(
 def _evaluate(
     stage: StageConfig, run: RunConfig, progress: _Progress, entry: StageEntry, start_model: str
 ) -> None:
-    result = _run_eval(stage, run, start_model, run.run_dir / stage.name)
+    result = _run_eval(stage, run, start_model, run_path(run, stage.name))
     entry.update(model=start_model, metrics_after=metrics_of(result), result=result)
 
 
@@ -734,8 +775,9 @@ def clear_run(run: RunConfig) -> None:
         pass
     files = ("config.yaml", "summary.json", "metrics.jsonl", "samples.jsonl", "report.html")
     for name in sorted(names | {"tb", "evals"}):
-        if name and (root / name).is_dir():
-            shutil.rmtree(root / name)
+        # an old record's stage name is not trusted: ".." would delete the folder of every run
+        if name and STAGE_NAME_RE.fullmatch(name) and (root / name).is_dir():
+            shutil.rmtree(run_path(run, name))
     for name in files:
         (root / name).unlink(missing_ok=True)
     log.info("--restart: removed the earlier outputs in %s", root)

@@ -20,7 +20,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from r1lab.compat import recorded_logs
 from r1lab.data.formatting import question_of
-from r1lab.io import append_jsonl, atomic_write_text, damaged_weights
+from r1lab.io import append_jsonl, atomic_write_text, damaged_weights, follow_umask
 from r1lab.rewards.extract import completion_text
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ def find_resume_checkpoint(checkpoints_dir: str | Path, *, clean: bool = True) -
         if (child / COMPLETE).is_file() and (child / "trainer_state.json").is_file():
             good.append((int(m.group(1)), child))
         elif clean:
+                follow_umask(path)  # the Trainer's safetensors are 0600; final models are 0644 (umask 022)
             log.warning("removing incomplete checkpoint %s (interrupted while saving)", child)
             shutil.rmtree(child, ignore_errors=True)
     for _, child in sorted(good, reverse=True):  # newest first; a damaged one is passed over, once, loudly
