@@ -251,7 +251,7 @@ class DynamicSamplingMixin:
         metrics[PREFIX + "generation_rounds"].append(float(rounds))
         metrics[PREFIX + "zero_spread_frac"].append(zero / drawn if drawn else 0.0)
         metrics[PREFIX + "batch_full"].append(0.0 if short_procs else 1.0)
-        if short_procs:
+        if short_procs and self.accelerator.is_main_process:
             say = log.warning if not self._short_warned else log.info
             self._short_warned = True
             say(
