@@ -39,3 +39,7 @@ def test_the_kv_cache_keyword_is_one_the_model_takes():
 
     model, _ = load_model("tiny")
     assert cache_argument(model) in inspect.signature(type(model).forward).parameters
+
+
+def test_trls_importance_sampling_branch_can_be_opened_in_the_loss_alone():
+    assert compat.vllm_gate_problems() == []

@@ -27,6 +27,8 @@ GRPO_OVERRIDES = {
     # r1lab.train.dynamic_sampling: filters groups on the scored batch, reads the gathered rewards
     "_generate_and_score_completions": ["self", "inputs"],
     "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+    # r1lab.train.rollouts: the importance-sampling correction of low-precision rollouts
+    "_compute_loss": ["self", "model", "inputs"],
 }
 # GRPOTrainer attributes r1lab reads (set in GRPOTrainer.__init__).
 GRPO_ATTRIBUTES = (
@@ -38,6 +40,8 @@ GRPO_ATTRIBUTES = (
     # r1lab.train.dynamic_sampling
     "_metrics",
     "_step",
+    # r1lab.train.rollouts: a property there, so TRL's assignment must stay an assignment
+    "use_vllm",
     "num_generations",
     "num_iterations",
     "reward_func_names",
@@ -58,6 +62,41 @@ def grpo_override_problems() -> list[str]:
         params = list(inspect.signature(method).parameters)
         if params[: len(expected)] != expected:
             problems.append(f"GRPOTrainer.{name}{tuple(params)} no longer starts with {tuple(expected)}")
+    return problems
+
+
+def vllm_gate_problems() -> list[str]:
+    """What no longer holds of the importance-sampling branch r1lab borrows from TRL's loss (empty: all).
+
+    r1lab reads ``use_vllm`` as True inside ``GRPOTrainer._compute_loss`` only (r1lab.train.rollouts), to run
+    TRL's branch that multiplies the per-token loss by ``inputs["importance_sampling_ratio"]``. That is safe
+    while the branch is the loss's only ``use_vllm`` read, nothing the loss calls reads it, and the loss gets
+    its log-probs from ``_get_per_token_logps_and_entropies`` (where r1lab computes the ratio) before it reads
+    the ratio. The decoder's log-probs reach the loss as ``sampling_per_token_logps`` through
+    ``_generate_single_turn``'s second return value.
+    """
+    from trl import GRPOTrainer
+
+    problems = []
+    loss = inspect.getsource(GRPOTrainer._compute_loss)
+    gated = [ln.strip() for ln in loss.splitlines() if "use_vllm" in ln and not ln.strip().startswith("#")]
+    if len(gated) != 1 or "vllm_importance_sampling_correction" not in gated[0]:
+        problems.append(
+            f"GRPOTrainer._compute_loss reads use_vllm in {gated}, not once for the IS correction"
+        )
+    ratio_use = loss.find('* inputs["importance_sampling_ratio"]')
+    logps_call = loss.find("self._get_per_token_logps_and_entropies(")
+    if ratio_use < 0 or not 0 <= logps_call < ratio_use:
+        problems.append("GRPOTrainer._compute_loss no longer reads the ratio after its log-prob forward")
+    for name in ("compute_loss", "_get_per_token_logps_and_entropies", "get_off_policy_mask"):
+        if "use_vllm" in inspect.getsource(getattr(GRPOTrainer, name)):
+            problems.append(f"GRPOTrainer.{name} reads use_vllm (the loss would run it with the gate open)")
+    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    if 'output["sampling_per_token_logps"]' not in score:
+        problems.append("GRPOTrainer no longer passes sampling_per_token_logps to the loss")
+    generate = inspect.getsource(GRPOTrainer._generate)
+    if "completion_ids, logprobs = self._generate_single_turn(" not in generate:
+        problems.append("GRPOTrainer._generate no longer takes logprobs from _generate_single_turn")
     return problems
 
 

@@ -73,7 +73,9 @@ class StageConfig:
         "grpo: who generates: auto (r1lab's decoder unless vLLM is on), r1lab, or trl (model.generate)",
     )
     rollout_dtype: str = _field(
-        "auto", "grpo: dtype rollouts decode in: auto (bf16 on CPUs with native bf16, else the model's)"
+        "auto",
+        "grpo: dtype rollouts decode in: auto (bf16 on CPUs with native bf16, else the model's), float32, "
+        "bf16, or int8 (a quantized copy); the loss corrects for a precision other than training's",
     )
     share_prompt_forward: bool = _field(
         True, "grpo: run each prompt once for all its completions in the loss (exact, faster)"
@@ -754,7 +756,7 @@ def _validate_rollouts(stage: StageConfig, here: str) -> None:
             f"{here}: rollout_engine {stage.rollout_engine!r} is not one of {', '.join(engines)}",
             hint="auto uses r1lab's decoder (TRL's vLLM path when use_vllm is on)",
         )
-    dtypes = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+    dtypes = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
     if stage.rollout_dtype not in dtypes:
         raise UserError(
             f"{here}: rollout_dtype {stage.rollout_dtype!r} is not one of {', '.join(dtypes)}",

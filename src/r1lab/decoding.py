@@ -262,6 +262,15 @@ def sample_tokens(logits):
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
+def token_logprobs(logits, tokens):
+    """``log softmax(logits)[row, tokens[row]]`` per row: the log-probability of each drawn token under the
+    distribution it was drawn from, when ``logits`` are the warped ones. (One logsumexp over the vocabulary
+    instead of a full log-softmax tensor.)"""
+    import torch
+
+    return logits.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
 def decode_shared_prefix(
     model,
     rows: Sequence[Sequence[int]],
@@ -274,13 +283,17 @@ def decode_shared_prefix(
     top_p: float = 1.0,
     sampling: Sampling | None = None,
     on_step: Callable[[float], None] | None = None,
+    logprobs: list[list[float]] | None = None,
 ) -> list[list[int]]:
     """Generated token rows for prompt token ``rows``: ``per_prompt`` rows per prompt (one count for all,
     or one count per prompt), in order. Each row ends at its first EOS (kept) or after
     ``max_new_tokens``. ``sampling`` (else ``temperature``/``top_p``) chooses the tokens; sampling draws
     from torch's global generator, so ``torch.manual_seed`` makes a run reproducible. ``on_step`` gets the
     fraction of the work done (by token steps, or by finished rows when more of them have finished) after
-    every token step, for progress bars.
+    every token step, for progress bars. ``logprobs``, an empty list, receives per generated row the
+    log-probability of each of its tokens under the distribution it was drawn from (after the repetition
+    penalty and the warpers; greedy: the penalized distribution): what an importance-sampling correction
+    compares the learner's log-probabilities with.
     """
     import torch
 
@@ -299,6 +312,8 @@ def decode_shared_prefix(
     processors = sampling.processors()
     eos_ids = torch.tensor(sorted(eos) or [-1], device=batch.device)
     outputs: list[list[int]] = [[] for _ in range(sum(counts))]
+    if logprobs is not None:
+        logprobs[:] = [[] for _ in outputs]
     alive = torch.arange(sum(counts), device=batch.device)
     for step in range(max_new_tokens):
         if processors:
@@ -306,6 +321,9 @@ def decode_shared_prefix(
         tokens = logits.argmax(dim=-1) if sampling.greedy else sample_tokens(logits)
         for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
             outputs[row].append(token)
+        if logprobs is not None:
+            for row, lp in zip(alive.tolist(), token_logprobs(logits, tokens).tolist(), strict=True):
+                logprobs[row].append(lp)
         running = ~torch.isin(tokens, eos_ids)
         if on_step is not None:
             finished = len(outputs) - int(running.sum())

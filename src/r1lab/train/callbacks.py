@@ -60,6 +60,9 @@ def step_line(stage: str, step: int, max_steps: int, logs: dict) -> str | None:
     sampled = _dynamic_sampling_part(logs)
     if sampled:
         parts.insert(1 if parts else 0, sampled)
+    mismatch = _rollout_mismatch_part(logs)
+    if mismatch:
+        parts.append(mismatch)
     return f"{stage} step {step}/{max_steps}: " + ", ".join(parts) if parts else None
 
 
@@ -84,6 +87,26 @@ def _dynamic_sampling_part(logs: dict) -> str | None:
     full = logs.get(p + "batch_full")
     if isinstance(full, int | float) and full < 1:
         text += " (cap reached)"
+    return text
+
+
+def _rollout_mismatch_part(logs: dict) -> str | None:
+    """``|log p/q| 0.012 (max 0.45), 0.3% clipped``: how far low-precision rollouts (``q``) were from the
+    learner (``p``), and the share of tokens whose importance ratio was truncated or masked (None without
+    a correction).
+
+    >>> _rollout_mismatch_part({"sampling/sampling_logp_difference/mean": 0.0123,
+    ...     "sampling/sampling_logp_difference/max": 0.4512, "sampling/importance_sampling_ratio/clipped": 0.003})
+    '|log p/q| 0.0123 (max 0.451), 0.3% clipped'
+    """
+    p = "sampling/"
+    mean, top = logs.get(p + "sampling_logp_difference/mean"), logs.get(p + "sampling_logp_difference/max")
+    if not isinstance(mean, int | float):
+        return None
+    text = f"|log p/q| {mean:.3g}" + (f" (max {top:.3g})" if isinstance(top, int | float) else "")
+    clipped = logs.get(p + "importance_sampling_ratio/clipped")
+    if isinstance(clipped, int | float):
+        text += f", {clipped:.1%} clipped"
     return text
 
 

@@ -132,6 +132,9 @@ def build_grpo_trainer(
         **dynamic,
     )
     attach_trainer(trainer, stage)
+    correction = trainer.correction()
+    if correction is not None:
+        why += f", importance-sampling corrected ({correction.describe()})"
     log.info(
         "%s: rollouts with %s's decoder%s; %s",
         stage.name,
@@ -158,6 +161,7 @@ def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str
 
     ``auto``: r1lab's decoder unless vLLM generates; decoding in bf16 on a CPU with native bf16 (a bf16 copy
     of the fp32 training weights, made once per generation batch), else in the weights' own dtype.
+    ``int8``: a copy with int8 linear layers, made once per generation batch (``torch.int8`` stands for it).
     """
     import torch
 
@@ -168,7 +172,7 @@ def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str
         engine = "trl" if args.use_vllm else "r1lab"
     weights = next(model.parameters()).dtype
     if stage.rollout_dtype != "auto":
-        dtype = pick_dtype("cpu", stage.rollout_dtype)
+        dtype = torch.int8 if stage.rollout_dtype == "int8" else pick_dtype("cpu", stage.rollout_dtype)
         return engine, dtype, f" in {str(dtype).removeprefix('torch.')} (rollout_dtype)"
     on_cpu = next(model.parameters()).device.type == "cpu"
     if engine == "r1lab" and on_cpu and weights == torch.float32 and cpu_has_fast_bf16():

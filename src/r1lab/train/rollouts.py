@@ -13,6 +13,13 @@ checkpoints) is TRL's. The model is unwrapped for generation exactly as TRL's ow
 runs generate with the same engine. TRL's path is used instead, with one log line saying why, for vLLM,
 transformers' continuous batching, multimodal prompts, tool calls, and generation settings the decoder does
 not reproduce (beam search, ``no_repeat_ngram_size``, ...).
+
+Rollouts may decode with a lower-precision copy of the policy (``rollout_dtype``: a bf16 copy, or an int8
+one quantized with torch's dynamic quantization), made anew for every generation batch. Then the tokens
+come from another distribution than the learner's, and the loss applies TRL's importance-sampling
+correction (:mod:`r1lab.train.rollout_correction`): the decoder records each sampled token's log-probability
+under the distribution it was drawn from, TRL turns them into ``sampling_per_token_logps``, and the ratio
+multiplies TRL's per-token loss.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from r1lab.decoding import (
     group_repeats,
     sampling_from_generation_config,
 )
+from r1lab.train.rollout_correction import Correction, importance_ratio, mismatch_stats, precision_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +47,23 @@ ROLLOUT_ENGINES = ("r1lab", "trl")
 
 class R1labGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with r1lab's rollout engine. ``rollout_engine="trl"`` keeps TRL's generation;
-    ``rollout_dtype`` (a torch dtype or None) decodes with a copy of the weights in that dtype (bf16 on
-    CPUs with native bf16) while training keeps its own."""
+    ``rollout_dtype`` (a torch dtype or None; ``torch.int8`` for an int8 quantized copy) decodes with a copy
+    of the weights in that dtype while training keeps its own; the loss then corrects for the difference."""
+
+    # TRL computes and applies its importance-sampling correction only under ``self.use_vllm``. r1lab opens
+    # that gate inside the loss alone (``_correcting``, see ``_compute_loss``), where the only ``use_vllm``
+    # branch is the correction's (compat.vllm_gated_loss checks that), so nothing of vLLM's ever runs.
+    _use_vllm = False
+    _correcting = False
+    _pending_correction = None
+
+    @property
+    def use_vllm(self) -> bool:
+        return self._use_vllm or self._correcting
+
+    @use_vllm.setter
+    def use_vllm(self, value: bool) -> None:
+        self._use_vllm = value
 
     def __init__(
         self,
@@ -58,12 +81,39 @@ class R1labGRPOTrainer(GRPOTrainer):
         # gradient checkpointing recomputes without a KV cache, so the shared prompt forward cannot apply
         self.share_prompt_forward = share_prompt_forward and not self.args.gradient_checkpointing
         self._fallback_logged = False
+        self._uncorrected_warned = False
         self.sampling, why = sampling_from_generation_config(self.generation_config)
         if rollout_engine == "r1lab":
             why = why or self._unsupported_setup()
             if why:
                 self.rollout_engine = "trl"
                 log.info("GRPO rollouts: TRL's generation (r1lab's decoder does not support %s)", why)
+
+    def rollout_mismatch(self) -> str | None:
+        """Why rollouts sample from another distribution than the learner's forward (None: same numerics)."""
+        args = self.args
+        autocast = "bf16" if args.bf16 else "fp16" if args.fp16 else None
+        weights = next(self.accelerator.unwrap_model(self.model).parameters()).dtype
+        return precision_mismatch(weights, self.rollout_dtype, autocast=autocast)
+
+    def correction(self) -> Correction | None:
+        """TRL's importance-sampling settings when r1lab's rollouts need correcting, else None. A mismatch
+        left uncorrected (``vllm_importance_sampling_correction: false``, or TRL's generation, which records
+        no sampling log-probabilities) is logged once as a warning, never skipped silently."""
+        why = self.rollout_mismatch()
+        if why is None:
+            return None
+        if self.rollout_engine == "r1lab" and self.args.vllm_importance_sampling_correction:
+            return Correction.from_args(self.args)
+        if not self._uncorrected_warned:
+            self._uncorrected_warned = True
+            because = (
+                "vllm_importance_sampling_correction is false"
+                if self.rollout_engine == "r1lab"
+                else "TRL's generation records no sampling log-probabilities"
+            )
+            log.warning("GRPO rollouts: %s and nothing corrects it (%s)", why, because)
+        return None
 
     def _unsupported_setup(self) -> str | None:
         if self.use_vllm:
@@ -92,6 +142,7 @@ class R1labGRPOTrainer(GRPOTrainer):
         from trl.extras.profiling import profiling_context
         from trl.models import unwrap_model_for_generation
 
+        logprobs = [] if self.correction() is not None else None
         with (
             profiling_context(self, "r1lab.decode"),
             unwrap_model_for_generation(
@@ -111,8 +162,48 @@ class R1labGRPOTrainer(GRPOTrainer):
                 max_new_tokens=self.max_completion_length,
                 eos=set(self.eos_token_ids),
                 pad_id=trainer_tokenizer(self).pad_token_id,
+                logprobs=logprobs,
             )
-        return completion_ids, None
+        # TRL turns these into `sampling_per_token_logps` (None: no correction, as on TRL's own path)
+        return completion_ids, logprobs
+
+    def _compute_loss(self, model, inputs):
+        """TRL's loss; with a correction due and sampling log-probs recorded, TRL's importance-sampling
+        branch runs too, with the ratio computed from this very forward (see :meth:`_apply_correction`)."""
+        correction = self.correction()
+        if correction is None or inputs.get("sampling_per_token_logps") is None:
+            return super()._compute_loss(model, inputs)
+        inputs = dict(inputs)  # the ratio goes into this micro-batch's copy, not TRL's buffered batch
+        self._pending_correction = (inputs, correction)
+        self._correcting = True
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._correcting = False
+            self._pending_correction = None
+
+    def _apply_correction(self, per_token_logps) -> None:
+        """Put the importance ratio into the loss's inputs (TRL multiplies the per-token loss by it) and log
+        the mismatch. The learner's log-probs are TRL's ``old_per_token_logps`` when TRL computed them (more
+        than one policy iteration per batch), else this forward's own, detached: with one iteration per
+        batch they are the same numbers, so the correction needs no forward pass of its own."""
+        import torch
+
+        inputs, correction = self._pending_correction
+        self._pending_correction = None  # only the loss's policy forward
+        learner = inputs.get("old_per_token_logps")
+        learner = per_token_logps.detach() if learner is None else learner
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        sampling = inputs["sampling_per_token_logps"]
+        ratio, clipped = importance_ratio(learner, sampling, mask, correction)
+        inputs["importance_sampling_ratio"] = ratio
+        mode = "train" if self.model.training else "eval"
+        reduce = {"mean": torch.nanmean, "max": torch.max, "min": torch.min}
+        for name, (value, how) in mismatch_stats(learner, sampling, mask, ratio, clipped).items():
+            gathered = self.accelerator.gather(value.detach().float().reshape(1))
+            self._metrics[mode][name].append(reduce[how](gathered).item())
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -135,8 +226,10 @@ class R1labGRPOTrainer(GRPOTrainer):
             )
             if shared is not None:
                 logps, entropies = shared
+                if self._pending_correction is not None:
+                    self._apply_correction(logps)
                 return logps, (entropies if compute_entropy else None), None
-        return super()._get_per_token_logps_and_entropies(
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
             model,
             input_ids,
             attention_mask,
@@ -146,13 +239,24 @@ class R1labGRPOTrainer(GRPOTrainer):
             compute_aux_loss=compute_aux_loss,
             **multimodal,
         )
+        if self._pending_correction is not None:
+            self._apply_correction(logps)
+        return logps, entropies, aux
 
 
 def rollout(
-    model, prompt_ids, *, sampling, max_new_tokens: int, eos: set[int], pad_id: int
+    model,
+    prompt_ids,
+    *,
+    sampling,
+    max_new_tokens: int,
+    eos: set[int],
+    pad_id: int,
+    logprobs: list[list[float]] | None = None,
 ) -> list[list[int]]:
     """Completion token ids (cut after the first EOS, which is kept) for each row of ``prompt_ids``, in
-    order; identical consecutive rows (a prompt's ``num_generations`` copies) are prefilled once."""
+    order; identical consecutive rows (a prompt's ``num_generations`` copies) are prefilled once.
+    ``logprobs`` (an empty list) receives each token's sampling log-probability, row for row."""
     unique, counts = group_repeats(prompt_ids)
     with eval_mode(model):  # no dropout while sampling, as in generate()
         return decode_shared_prefix(
@@ -163,18 +267,41 @@ def rollout(
             eos=eos,
             pad_id=pad_id,
             sampling=sampling,
+            logprobs=logprobs,
         )
 
 
 @contextlib.contextmanager
 def _decoding_copy(model, dtype):
     """``model`` itself, or (``dtype`` differing from its weights') a copy in ``dtype`` for this
-    generation batch: the weights change every optimizer step, so the copy is made anew each time."""
+    generation batch (``torch.int8``: linear layers quantized to int8): the weights change every optimizer
+    step, so the copy is made anew each time, inside the step's time."""
+    import torch
+
     if dtype is None or next(model.parameters()).dtype == dtype:
         yield model
         return
-    clone = copy.deepcopy(model).to(dtype)
+    clone = int8_copy(model) if dtype == torch.int8 else copy.deepcopy(model).to(dtype)
+    # The trainer replaces `forward` on the instance (TRL's fused LM head, accelerate's autocast wrapper) with
+    # closures over the *original* model's forward; a deep copy keeps them, and would run the training weights.
+    for module in clone.modules():
+        module.__dict__.pop("forward", None)
     try:
         yield clone
     finally:
         del clone
+
+
+def int8_copy(model):
+    """A copy of ``model`` whose linear layers (attention, MLP, the vocabulary head) run int8 matmuls:
+    torch's dynamic quantization, per-tensor int8 weights and activations quantized per call. A decode step
+    reads a quarter of fp32's weight bytes."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao; the API is still there in torch 2.13
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
