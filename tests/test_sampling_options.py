@@ -129,6 +129,42 @@ def test_pass_rate_verb_counts_equal_a_direct_count(tmp_path, monkeypatch, capsy
     assert "wrote 6 pass rates (k=5)" in capsys.readouterr().out
 
 
+def test_pass_rate_verb_asks_with_a_recipes_prompt(tmp_path, monkeypatch):
+    import r1lab.evaluate as evaluate
+    from r1lab.cli import main
+    from r1lab.data.synthetic import make_problems
+
+    problems = make_problems(2, level=1, seed=0, split="train")
+    canned = Canned()
+    canned.answers = {p["problem"]: p["answer"] for p in problems}
+    canned.index = {p["problem"]: i for i, p in enumerate(problems)}
+    seen = []
+
+    def recording(model, prompts, **kwargs):
+        seen.extend(prompts)
+        yield from canned(model, prompts, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_hf_batches", recording)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text('system_prompt: "Be brief."\nreply_prefix: "<think>\\n"\nstages: []\n')
+    args = [
+        "data",
+        "pass-rate",
+        "builtin",
+        "--n",
+        "2",
+        "--model",
+        "tiny",
+        "--k",
+        "2",
+        "--config",
+        str(recipe),
+    ]
+    assert main([*args, "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert seen and all(p[0] == {"role": "system", "content": "Be brief."} for p in seen)
+    assert all(p[-1] == {"role": "assistant", "content": "<think>\n"} for p in seen)
+
+
 def test_pass_rate_verb_on_the_tiny_model_writes_a_rate_per_problem(tmp_path):
     from r1lab.cli import main
     from r1lab.data.pass_rates import read_pass_rates

@@ -124,6 +124,8 @@ def _register_make_synthetic(verbs, add_common_flags, HelpFormatter) -> None:
 
 PASS_RATE_EXAMPLES = """examples:
   r1lab data pass-rate builtin --model smollm2-135m --n 200 --k 8 --out rates.jsonl
+  r1lab data pass-rate builtin:level=1 --model smollm2-135m --config recipes/seed.yaml --n 256 --k 8 \\
+      --temperature 0.7 --max-new-tokens 64 --out runs/seed_pass_rates.jsonl   # the recipe's prompt
   r1lab data pass-rate data/gsm8k_train.jsonl --model runs/gsm8k/sft/model --k 8 --max-new-tokens 384 \\
       --out runs/gsm8k/pass_rates.jsonl --work-dir runs/gsm8k/pass_rates   # resumable
 
@@ -163,6 +165,12 @@ def _register_pass_rate(verbs, add_common_flags, HelpFormatter) -> None:
         help="text each reply starts with (default: the model's own, else none)",
     )
     rate.add_argument(
+        "--config",
+        default=None,
+        metavar="RECIPE",
+        help="take the system prompt and reply prefix from this recipe (the flags above override it)",
+    )
+    rate.add_argument(
         "--work-dir", default=None, help="keep the samples here (items.jsonl); a rerun with it resumes"
     )
     rate.add_argument(
@@ -195,7 +203,14 @@ def _pass_rate(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".jsonl", ".ndjson"):
         raise UserError(f"--out must be a .jsonl file, got {out}", hint="e.g. --out rates.jsonl")
     resolve_model(args.model)  # a bad model spec fails here, before the data and the weights load
-    system_prompt, reply_prefix, _ = prompt_for(args.model, args.system_prompt, args.reply_prefix)
+    system_prompt, reply_prefix = args.system_prompt, args.reply_prefix
+    if args.config:
+        from r1lab.config import load_config
+
+        recipe = load_config(args.config)
+        system_prompt = system_prompt or recipe.system_prompt or "none"
+        reply_prefix = reply_prefix if reply_prefix is not None else (recipe.reply_prefix or "")
+    system_prompt, reply_prefix, _ = prompt_for(args.model, system_prompt, reply_prefix)
     dataset = load_eval_dataset(
         args.source,
         split=args.split,
