@@ -141,3 +141,96 @@ def load_checkpoint_weights(trainer, checkpoint: str) -> None:
 def recorded_logs(trainer):
     """The Trainer's in-flight log buffer when it keeps one (else None)."""
     return getattr(trainer, "_logs", None)
+
+
+# ------------------------------------------------------------------- checked where users run them
+# The two GRPOTrainer hooks r1lab replaces outright (r1lab.train.rollouts), with their full signatures
+# (names, kinds and defaults; annotations aside) in the tested TRL (constraints.txt). R1labGRPOTrainer checks
+# them at construction (:func:`grpo_hook_problems`): on any difference both hooks fall back to TRL's own.
+GRPO_HOOK_SIGNATURES = {
+    "_generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, "
+    "has_tool_images=False)",
+    "_get_per_token_logps_and_entropies": "(self, model, input_ids, attention_mask, logits_to_keep, "
+    "batch_size=None, compute_entropy=False, compute_aux_loss=False, pixel_values=None, image_grid_thw=None, "
+    "num_images=None, pixel_attention_mask=None, spatial_shapes=None, num_tiles=None, image_sizes=None, "
+    "token_type_ids=None, mm_token_type_ids=None, image_position_ids=None)",
+}
+# What those hooks read of a constructed trainer (several with getattr defaults, which would hide a rename),
+# of its args, and import from TRL's private modules.
+GRPO_HOOK_ATTRIBUTES = (
+    "_dist",
+    "_tokenizer",
+    "accelerator",
+    "eos_token_ids",
+    "generation_config",
+    "max_completion_length",
+    "model_wrapped",
+    "processing_class",
+    "rollout_func",
+    "tools",
+    "use_transformers_continuous_batching",
+    "use_vllm",
+)
+GRPO_HOOK_ARGS = ("ds3_gather_for_generation", "gradient_checkpointing", "gradient_checkpointing_kwargs")
+GRPO_HOOK_IMPORTS = {
+    "trl.extras.profiling": "profiling_context",
+    "trl.models": "unwrap_model_for_generation",
+    # the fused LM head that answers `model(..., labels=..., fused_lm_head=True)` with .log_probs/.entropy
+    "trl.trainer.grpo_trainer": "add_fused_lm_head",
+}
+
+
+def signature_text(fn) -> str:
+    """``fn``'s signature without annotations: ``(self, a, b=None)``."""
+    sig = inspect.signature(fn)
+    empty = inspect.Parameter.empty
+    params = [p.replace(annotation=empty) for p in sig.parameters.values()]
+    return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
+
+
+def grpo_hook_problems(trainer) -> list[str]:
+    """What of r1lab's GRPO hooks does not fit ``trainer`` (a constructed GRPOTrainer) and the installed
+    TRL: a hook's full signature, an attribute the hooks read, an import from TRL's private modules.
+    Empty when all fit."""
+    import importlib
+
+    from trl import GRPOTrainer
+
+    problems = []
+    for name, expected in GRPO_HOOK_SIGNATURES.items():
+        method = getattr(GRPOTrainer, name, None)
+        if method is None:
+            problems.append(f"GRPOTrainer.{name} is gone")
+        elif signature_text(method) != expected:
+            problems.append(f"GRPOTrainer.{name}{signature_text(method)} is not {name}{expected}")
+    problems += [
+        f"GRPOTrainer has no attribute {a!r}" for a in GRPO_HOOK_ATTRIBUTES if not hasattr(trainer, a)
+    ]
+    args = getattr(trainer, "args", None)
+    problems += [f"GRPOConfig has no field {a!r}" for a in GRPO_HOOK_ARGS if not hasattr(args, a)]
+    for module, name in GRPO_HOOK_IMPORTS.items():
+        try:
+            getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            problems.append(f"{module}.{name} is gone")
+    return problems
+
+
+def profiling_context(trainer, name: str):
+    """TRL's profiling context (timings in TRL's logs) for a block of ``trainer``'s work."""
+    from trl.extras.profiling import profiling_context as context
+
+    return context(trainer, name)
+
+
+def unwrap_for_generation(trainer):
+    """The trainer's model unwrapped for generation the way TRL's own generation does (DDP, ZeRO-3
+    gathering, FSDP)."""
+    from trl.models import unwrap_model_for_generation
+
+    return unwrap_model_for_generation(
+        trainer.model_wrapped,
+        trainer.accelerator,
+        gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+        gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+    )

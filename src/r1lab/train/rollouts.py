@@ -30,7 +30,14 @@ import logging
 
 from trl import GRPOTrainer
 
-from r1lab.compat import summon_full_params, trainer_tokenizer
+from r1lab.compat import (
+    GRPO_HOOK_SIGNATURES,
+    grpo_hook_problems,
+    profiling_context,
+    summon_full_params,
+    trainer_tokenizer,
+    unwrap_for_generation,
+)
 from r1lab.decoding import (
     decode_shared_prefix,
     eval_mode,
@@ -83,7 +90,10 @@ class R1labGRPOTrainer(GRPOTrainer):
         self._fallback_logged = False
         self._uncorrected_warned = False
         self.sampling, why = sampling_from_generation_config(self.generation_config)
-        if rollout_engine == "r1lab":
+        problems = grpo_hook_problems(self)
+        if problems:  # a TRL r1lab was not tested with: TRL's own hooks, both, for the whole run
+            self._use_trls_hooks(problems)
+        elif rollout_engine == "r1lab":
             why = why or self._unsupported_setup()
             if why:
                 self.rollout_engine = "trl"
@@ -128,6 +138,25 @@ class R1labGRPOTrainer(GRPOTrainer):
             return "encoder-decoder models"
         return None
 
+    def _use_trls_hooks(self, problems: list[str]) -> None:
+        """Generation and log-probs by TRL's own methods (bound on this trainer, so they are called with
+        TRL's own signature), with one log line saying why."""
+        import types
+
+        import trl
+
+        self.rollout_engine = "trl"
+        self.share_prompt_forward = False
+        for name in GRPO_HOOK_SIGNATURES:
+            setattr(self, name, types.MethodType(getattr(GRPOTrainer, name), self))
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        log.warning(
+            "GRPO: TRL's own generation and log-probs: r1lab's hooks do not fit TRL %s: %s%s",
+            trl.__version__,
+            problems[0],
+            more,
+        )
+
     def _generate_single_turn(
         self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
     ):
@@ -139,18 +168,11 @@ class R1labGRPOTrainer(GRPOTrainer):
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
             )
         import torch
-        from trl.extras.profiling import profiling_context
-        from trl.models import unwrap_model_for_generation
 
         logprobs = [] if self.correction() is not None else None
         with (
             profiling_context(self, "r1lab.decode"),
-            unwrap_model_for_generation(
-                self.model_wrapped,
-                self.accelerator,
-                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-            ) as unwrapped,
+            unwrap_for_generation(self) as unwrapped,
             torch.no_grad(),
             summon_full_params(self),
             _decoding_copy(unwrapped, self.rollout_dtype) as model,
