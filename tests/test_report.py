@@ -76,6 +76,7 @@ def make_run(run: Path, *, steps: int = 30) -> Path:
                     "model": str(run / "grpo/model"),
                     "metrics_before": {"accuracy": 0.1, "format_rate": 0.0, "mean_completion_tokens": 92.0},
                     "metrics_after": {"accuracy": 0.4, "format_rate": 0.9, "mean_completion_tokens": 31.5},
+                    "achieved": "improved: reward 0.20 -> 1.90; held-out accuracy 10.0% -> 40.0%",
                 },
                 {
                     "name": "sft",
@@ -88,6 +89,18 @@ def make_run(run: Path, *, steps: int = 30) -> Path:
         },
     )
     (run / "config.yaml").write_text("name: unit\nstages: [grpo, sft]  # <b>not bold</b>\n")
+    (run / "grpo" / "model").mkdir(parents=True)
+    (run / "tb" / "grpo").mkdir(parents=True)
+    # held-out answers of the base model and after sft, as evaluate writes them (items.jsonl)
+    for label, right in (("base", {"a"}), ("sft", {"a", "b"})):
+        write_jsonl(
+            run / "evals" / label / "items.jsonl",
+            [
+                {"key": k, "problem": f"problem {k}: 12 - 3?", "reference": "9", "answers": [a],
+                 "correct": [k in right], "completions": [f"<think>{label} {k}</think><answer>{a}</answer>"]}
+                for k, a in (("a", "9"), ("b", "9" if "b" in right else "8"), ("c", None))
+            ],
+        )  # fmt: skip
     return run
 
 
@@ -115,6 +128,39 @@ def test_full_run_report_has_every_section_and_valid_images(tmp_path):
         assert text in html
     assert "<td>40.0%</td>" in html  # accuracy after grpo, in the eval table: rates in percent
     assert '<tr><td class="l">sft (after)</td><td>50.0%</td>' in html
+
+
+def test_report_answers_side_by_side_small_tables_relative_paths_and_tensorboard(tmp_path):
+    """#24 item 11: base and final answers to the same held-out problems (right/wrong marked, the changed one
+    first), the "achieved" sentence as a verdict and a small table, paths relative to the run folder, a link
+    to the TensorBoard logs; a 0% bar is drawn (pixels in the bar's colour at the axis)."""
+    run = make_run(tmp_path / "run")
+    html = write_report(run).read_text()
+    section = html.split("Held-out answers: base vs sft", 1)[1]
+    assert "evals/base/items.jsonl" in section and "1 answered right by one and wrong by the other" in section
+    first = section.split("<tr>")[2]  # the first problem row: b, wrong before, right after
+    assert "problem b" in first and first.index("&#10007; wrong") < first.index("&#10003; right")
+    assert "<code>no answer</code>" in section
+    assert '<b>improved</b><table class="mini">' in html and "<td>10.0%</td><td>40.0%</td>" in html
+    assert '<a href="grpo/model/"><code>grpo/model</code></a>' in html and str(run / "grpo") not in html
+    assert '<a href="tb/"><code>tb/</code></a>' in html
+
+
+def test_a_zero_percent_bar_is_visible():
+    import io
+
+    from PIL import Image
+
+    from r1lab.report import eval_bar_plot
+
+    b64 = eval_bar_plot([{"name": "g", "metrics_before": {"format_rate": 0.0}, "metrics_after": {"format_rate": 0.0}}],
+                        "format_rate")  # fmt: skip
+    img = Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")
+    w, h = img.size
+    axis_band = [
+        img.getpixel((x, y)) for y in range(int(h * 0.75), h) for x in range(w)
+    ]  # the legend is above
+    assert sum(1 for px in axis_band if px[2] > 150 and px[0] < 80 and px[1] < 160) > 20  # matplotlib's C0
 
 
 def test_report_escapes_completions_and_config(tmp_path):
@@ -233,10 +279,13 @@ def test_report_renders_in_headless_chromium(tmp_path):
                 "Array.from(document.images).map(i => ({complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}))"
             )
             title = page.title()
+            answers_shown = page.get_by_text("Held-out answers: base vs sft").is_visible()
+            marks = page.locator("span.ok, span.bad").count()
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
             browser.close()
     assert title == "r1lab report: unit"
+    assert answers_shown and marks == 6  # 3 problems x (base, final), each marked right or wrong
     assert len(imgs) == 15  # as in test_full_run_report_has_every_section_and_valid_images
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in imgs), imgs
     assert problems == []

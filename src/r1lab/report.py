@@ -231,6 +231,12 @@ def eval_bar_plot(stages: list[dict], key: str = "accuracy") -> str | None:
     ):
         bars = ax.bar([x + offset for x in xs], [v or 0.0 for v in values], width=0.4, label=label)
         ax.bar_label(bars, labels=[_fmt_value(v, rate) for v in values], fontsize=7)
+        # a measured 0 is a result, not a missing bar: draw it as a thick line on the axis in the bar's colour
+        for bar, v in zip(bars, values, strict=True):
+            if v == 0:
+                ax.hlines(
+                    0, bar.get_x(), bar.get_x() + bar.get_width(), colors=bar.get_facecolor(), linewidth=4
+                )
     ax.set_xticks(list(xs), [r[0] for r in rows])
     top = max((v or 0.0) for r in rows for v in r[1:])
     if rate:
@@ -270,6 +276,8 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:right} th{background:#f6f
 pre{white-space:pre-wrap;background:#f7f7f7;padding:.6em;border-radius:4px;max-height:22em;overflow:auto;font-size:12px}
 .note{color:#8a6d00;background:#fff8e1;padding:.4em .7em;border-radius:4px} .empty{color:#888;font-style:italic}
 .sample{border:1px solid #e3e3e3;border-radius:6px;padding:.5em .8em;margin:.6em 0}
+.ok{color:#1a7f37;font-weight:600} .bad{color:#c62828;font-weight:600} td.q{text-align:left;max-width:28em}
+table.mini td,table.mini th{font-size:12px;padding:1px 6px}
 """
 
 
@@ -478,10 +486,12 @@ def render_report(run_dir: str | Path) -> str:
     missing = [f for f in ("summary.json", "metrics.jsonl", "samples.jsonl") if not (run / f).is_file()]
     if missing:
         body.append(f'<p class="note">not found in this run: {_e(", ".join(missing))}</p>')
+    series = series_by_stage(metrics_rows)
     body += [
-        _stages_section(stages),
+        _stages_section(stages, run, series),
         _evaluation_section(stages, summary.get("base_metrics")),
-        _curves_section(series_by_stage(metrics_rows)),
+        _heldout_answers_section(run, stages),
+        _curves_section(series),
         _reflection_section(samples),
     ]
     answers = _answers_html(stages)
@@ -504,14 +514,147 @@ def render_report(run_dir: str | Path) -> str:
     )
 
 
-def _stages_section(stages: list[dict]) -> str:
+def _stages_section(stages: list[dict], run: Path, series: dict) -> str:
     if not stages:
         return '<h2>Stages</h2><p class="empty">no stages recorded in summary.json</p>'
-    rows = [
-        [s.get("name"), s.get("kind"), s.get("status"), s.get("seconds"), s.get("model"), _achieved(s)]
+    head = "".join(
+        f"<th{_LEFT if i in (0, 4, 5) else ''}>{h}</th>"
+        for i, h in enumerate(("stage", "kind", "status", "seconds", "model", "achieved"))
+    )
+    rows = "".join(
+        f"<tr><td{_LEFT}>{_e(s.get('name'))}</td><td>{_e(s.get('kind'))}</td><td>{_e(s.get('status'))}</td>"
+        f"<td>{_fmt(s.get('seconds'))}</td><td{_LEFT}>{_path_html(s.get('model'), run)}</td>"
+        f"<td{_LEFT}>{_achieved_html(s, series.get(str(s.get('name')), {}))}</td></tr>"
         for s in stages
+    )
+    return f"<h2>Stages</h2><table><tr>{head}</tr>{rows}</table>" + _tensorboard_html(run)
+
+
+def relative_to_run(path: Any, run: Path) -> str:
+    """``path`` relative to the run folder when it lies inside it (``grpo/model``), else as given (a hub
+    id, ``tiny``, a model elsewhere).
+
+    >>> relative_to_run("/x/runs/demo/grpo/model", Path("/x/runs/demo")), relative_to_run("tiny", Path("r"))
+    ('grpo/model', 'tiny')
+    """
+    text = "" if path is None else str(path)
+    try:
+        return Path(text).resolve().relative_to(run.resolve()).as_posix() if text else text
+    except ValueError:
+        return text
+
+
+def _path_html(path: Any, run: Path) -> str:
+    rel = relative_to_run(path, run)
+    if rel and rel != str(path) and (run / rel).exists():
+        return f'<a href="{_e(rel)}/"><code>{_e(rel)}</code></a>'
+    return f"<code>{_e(rel)}</code>" if rel else "-"
+
+
+def _tensorboard_html(run: Path) -> str:
+    if not (run / "tb").is_dir():
+        return ""
+    return (
+        '<p>TensorBoard logs: <a href="tb/"><code>tb/</code></a> '
+        "(<code>tensorboard --logdir tb</code> in this folder)</p>"
+    )
+
+
+def _achieved_html(stage: dict, metrics: dict) -> str:
+    """What a stage achieved as a verdict and a small table (measure, before, after, paired test), instead of
+    the summary's one-sentence form; stats for a rejection-sampling stage."""
+    achieved = str(stage.get("achieved") or "")
+    verdict = achieved.split(":", 1)[0] if achieved.startswith(("improved", "learned nothing")) else ""
+    rows = []
+    rewards = [v for _, v in metrics.get("reward", [])]
+    if len(rewards) >= 2:
+        q = max(1, len(rewards) // 4)
+        rows.append(
+            [
+                "reward (first / last quarter of steps)",
+                f"{sum(rewards[:q]) / q:.2f}",
+                f"{sum(rewards[-q:]) / q:.2f}",
+                "",
+            ]
+        )
+    before, after = stage.get("metrics_before") or {}, stage.get("metrics_after") or {}
+    tests = stage.get("vs_base") or {}
+    for key, label in (("accuracy", "held-out accuracy"), ("format_rate", "held-out format")):
+        if _number(_metric(after, key)) is None:
+            continue
+        t = tests.get(key) or {}
+        test = f"+{t['gained']}/-{t['lost']}, p={t['p']:.3g}" if "p" in t else ""
+        rows.append(
+            [
+                label,
+                _fmt_value(_number(_metric(before, key)), True),
+                _fmt_value(_number(after[key]), True),
+                test,
+            ]
+        )
+    if not rows:
+        return _e(_achieved(stage))
+    cells = "".join(
+        f"<tr><td{_LEFT}>{_e(r[0])}</td><td>{_e(r[1])}</td><td>{_e(r[2])}</td><td>{_e(r[3])}</td></tr>"
+        for r in rows
+    )
+    table = f'<table class="mini"><tr><th{_LEFT}>measure</th><th>before</th><th>after</th><th>vs base</th></tr>{cells}</table>'
+    return (f"<b>{_e(verdict)}</b>" if verdict else "") + table
+
+
+def _heldout_answers_section(run: Path, stages: list[dict], limit: int = 8) -> str:
+    """The base and the final model's answers to the same held-out problems side by side (``evals/*/
+    items.jsonl``), right and wrong marked; problems one model solved and the other did not come first."""
+    final = next(
+        (
+            str(s.get("name"))
+            for s in reversed(stages)
+            if s.get("metrics_after") and (run / "evals" / str(s.get("name"))).is_dir()
+        ),
+        None,
+    )
+    base_path = run / "evals" / "base" / "items.jsonl"
+    if final is None or not base_path.is_file():
+        return ""
+    ignored: list[str] = []
+    base = {r.get("key"): r for r in read_rows(base_path, ignored)}
+    pairs = [
+        (base[r.get("key")], r)
+        for r in read_rows(run / "evals" / final / "items.jsonl", ignored)
+        if r.get("key") in base
     ]
-    return "<h2>Stages</h2>" + _table(["stage", "kind", "status", "seconds", "model", "achieved"], rows)
+    if not pairs:
+        return ""
+    pairs.sort(key=lambda p: _first_correct(p[0]) == _first_correct(p[1]))  # stable: changed ones first
+    rows = "".join(
+        f'<tr><td class="q">{_e(b.get("problem"))}</td><td><code>{_e(b.get("reference"))}</code></td>'
+        f"<td{_LEFT}>{_answer_cell(b)}</td><td{_LEFT}>{_answer_cell(f)}</td></tr>"
+        for b, f in pairs[:limit]
+    )
+    changed = sum(_first_correct(b) != _first_correct(f) for b, f in pairs)
+    return (
+        f"<h2>Held-out answers: base vs {_e(final)}</h2>"
+        f"<p>{min(limit, len(pairs))} of the {len(pairs)} held-out problems both models answered "
+        f"({changed} answered right by one and wrong by the other, shown first); "
+        f"from <code>evals/base/items.jsonl</code> and <code>evals/{_e(final)}/items.jsonl</code>.</p>"
+        f"<table><tr><th{_LEFT}>problem</th><th>reference</th><th{_LEFT}>base</th><th{_LEFT}>{_e(final)}</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _first_correct(item: dict) -> bool:
+    correct = item.get("correct")
+    return bool(correct[0]) if isinstance(correct, list) and correct else False
+
+
+def _answer_cell(item: dict) -> str:
+    answers, completions = item.get("answers") or [None], item.get("completions") or [""]
+    ok = _first_correct(item)
+    mark = '<span class="ok">&#10003; right</span>' if ok else '<span class="bad">&#10007; wrong</span>'
+    return (
+        f"{mark} <code>{_e(answers[0] if answers[0] is not None else 'no answer')}</code>"
+        f"<details><summary>reply</summary><pre>{_e(completion_text(completions[0]))}</pre></details>"
+    )
 
 
 def _evaluation_section(stages: list[dict], base: dict | None) -> str:
