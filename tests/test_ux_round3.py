@@ -372,3 +372,25 @@ def test_10_small_mismatches_recipe_names_builtin_options_and_yaml_errors(tmp_pa
     assert main(["run", "--config", str(recipe), "--dry-run"]) == 2
     err = _err(capsys)
     assert "line 4, column 1" in err and "the line: `seed: 1`" in err and "flow sequence at line 3" in err
+
+
+def test_readme_commands_parse_and_ask_shows_a_trained_model():
+    """Every `r1lab VERB ...` the README shows parses with today's flags; its `ask` example asks a trained
+    model (the base one answers 12 * 7 wrongly, which the README says next to it)."""
+    import shlex
+    from pathlib import Path
+
+    from r1lab.cli import VERB_MODULES, build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    verbs = {"run", "grpo", "sft", "rs", "eval", "ask", "chat", "rewards", "data", "report"}
+    assert len(VERB_MODULES) == 6
+    parser = build_parser()
+    checked = 0
+    for argv in (shlex.split(c) for c in re.findall(r"`(r1lab [^`]+)`", readme)):
+        if len(argv) > 1 and argv[1] in verbs and "--help" not in argv:
+            parser.parse_args(argv[1:])
+            checked += 1
+    assert checked >= 15
+    table_ask = re.search(r"\| `ask` \|.*`(r1lab ask [^`]+)`", readme).group(1)
+    assert "runs/demo/sft/model" in table_ask and "often wrong" in readme

@@ -32,7 +32,7 @@ VERB_MODULES = [
 EPILOG = """examples:
   r1lab run --config recipes/seed.yaml             # GRPO -> SFT -> inference test (the default pipeline)
   r1lab eval --model runs/demo/sft/model --data builtin:test --limit 50
-  r1lab ask "What is 12 * 7?" --model smollm2-135m
+  r1lab ask "What is 12 * 7?" --model runs/demo/sft/model
   r1lab rewards score completions.jsonl --rewards accuracy,format
   r1lab data preview builtin --n 3
   r1lab report runs/demo

@@ -14,8 +14,8 @@ was trained with (its r1lab_prompt.json), any other model with the R1 prompt, un
 --reply-prefix say otherwise. The prompt itself is never printed back.
 
 examples:
-  r1lab ask "What is 12 * 7?" --model smollm2-135m
-  r1lab ask "A shop sells 3 apples for $2. How much do 12 cost?" --model runs/demo/sft/model
+  r1lab ask "What is 12 * 7?" --model runs/demo/sft/model   # a model `make demo` trained
+  r1lab ask "What is 12 * 7?" --model smollm2-135m   # the untrained base: prose, often wrong
   r1lab ask "What is 2+2?" --model tiny --json        # one JSON object, for scripts
 """
 
