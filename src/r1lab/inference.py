@@ -372,8 +372,10 @@ def progress_log(label: str, total: int, *, every: float = 30.0) -> Callable[[fl
 
     def report(done: float, _total: int | None = None) -> None:
         now = time.perf_counter()
+        if last[0] is None:  # the end was said once already
+            return
         if now - last[0] >= every or done >= total:
-            last[0] = now
+            last[0] = None if done >= total else now
             elapsed = now - start
             left = f", ~{_duration(elapsed * (total - done) / done)} left" if 0 < done < total else ""
             logger.info("%s: %d/%d (%s%s)", label, int(done), total, _duration(elapsed), left)
