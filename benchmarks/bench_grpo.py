@@ -12,11 +12,16 @@ Each runs ``R1LAB_BENCH_GRPO_STEPS`` optimizer steps (default 4); the first is a
 Per step it records wall time, completion tokens, and the split: generation (the trainer's single-turn
 generation call), reward scoring, and the rest (loss forward + backward + optimizer: "update"). The
 update's arithmetic rate is compared with this machine's measured matmul peak (a large fp32, and where
-native, bf16 ``torch.mm``): ~6 x parameters x tokens FLOPs for forward and backward.
+native, bf16 ``torch.mm``): ~6 x parameters x tokens FLOPs for forward and backward. For r1lab's decoder it
+also times every decoding step (one token per live row through the model) against that step's bound: the
+larger of reading every weight once at the measured memory read rate (``machine.memory_read_gbps``, a
+``torch.sum`` over 512 MiB) and 2 x parameters x rows at the matmul peak, in the rollout's precision.
 
 Writes ``benchmarks/results/grpo.json`` and ``grpo.md``. Knobs: ``R1LAB_BENCH_GRPO_MODEL`` (default
 ``smollm2-135m``), ``R1LAB_BENCH_GRPO_STEPS``, ``R1LAB_BENCH_GRPO_SETTINGS`` (comma list of ``seed``,
-``trl-defaults``).
+``trl-defaults``), ``R1LAB_BENCH_GRPO_OUT`` (where to write), ``R1LAB_BENCH_GRPO_SMOKE=1`` (a smoke run:
+the tiny model, 2 steps of the seed setting at 2 prompts x 2 completions x 8 tokens, results in a temporary
+folder unless ``..._OUT`` says where).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.machine import describe_machine_now
+from benchmarks.machine import describe_machine_now, memory_read_gbps
 
 RESULTS = Path(__file__).parent / "results"
 SEED_RECIPE = Path(__file__).parent.parent / "recipes" / "seed.yaml"
@@ -58,14 +63,28 @@ def _sync_cuda() -> None:
         torch.cuda.synchronize()
 
 
-class PhaseTimer:
-    """Wraps a trainer's generation and reward methods and times every optimizer step."""
+def decode_step_bound_seconds(model, rows: int, read_gbps: float, peaks: dict[str, float]) -> float:
+    """The hardware's bound on one decoding step of ``model`` for ``rows`` rows: the larger of reading every
+    weight once (bytes / memory read rate) and the matmul work (2 x parameters x rows / the matmul peak in
+    the weights' dtype; the fp32 peak where that dtype's was not measured)."""
+    params = list(model.parameters())
+    n_params = sum(p.numel() for p in params)
+    n_bytes = sum(p.numel() * p.element_size() for p in params)
+    dtype = str(params[0].dtype).removeprefix("torch.")
+    peak = peaks.get(dtype, peaks["float32"])
+    return max(n_bytes / (read_gbps * 1e9), 2 * n_params * rows / (peak * 1e9))
 
-    def __init__(self, trainer):
+
+class PhaseTimer:
+    """Wraps a trainer's generation and reward methods and times every optimizer step; with ``bound``
+    (``model, rows -> seconds``), also every decoding step of r1lab's decoder (one token per row through
+    the model) against that bound."""
+
+    def __init__(self, trainer, bound=None):
         from transformers import TrainerCallback
 
         self.steps: list[dict] = []
-        self.current = {"generate": 0.0, "rewards": 0.0, "tokens": 0, "start": 0.0}
+        self.current = self._fresh()
         timer = self
 
         def timed(name, fn):
@@ -81,11 +100,15 @@ class PhaseTimer:
 
         trainer._generate_single_turn = timed("generate", trainer._generate_single_turn)
         trainer._calculate_rewards = timed("rewards", trainer._calculate_rewards)
+        self._bound = bound
+        self._restore = None
+        if bound is not None:
+            self._time_decode_steps()
 
         class StepTimes(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
                 _sync_cuda()
-                timer.current = {"generate": 0.0, "rewards": 0.0, "tokens": 0, "start": time.perf_counter()}
+                timer.current = timer._fresh()
 
             def on_step_end(self, args, state, control, **kwargs):
                 _sync_cuda()  # the step's GPU work is queued, not done, when the trainer returns
@@ -98,10 +121,51 @@ class PhaseTimer:
                         "rewards": c["rewards"],
                         "update": total - c["generate"] - c["rewards"],
                         "completion_tokens": c["tokens"],
+                        **{k: c[k] for k in ("decode_steps", "decode_seconds", "decode_bound_seconds")},
                     }
                 )
 
         trainer.add_callback(StepTimes())
+
+    @staticmethod
+    def _fresh() -> dict:
+        return {
+            "generate": 0.0,
+            "rewards": 0.0,
+            "tokens": 0,
+            "start": time.perf_counter(),
+            "decode_steps": 0,
+            "decode_seconds": 0.0,
+            "decode_bound_seconds": 0.0,
+        }
+
+    def _time_decode_steps(self) -> None:
+        """Time every one-token forward of r1lab's decoder (``_Batch.forward``: all layers, the KV cache
+        and the LM head; not the sampling) and add up its bound."""
+        from r1lab import decoding
+
+        original = decoding._Batch.forward
+        timer = self
+
+        def forward(batch, ids, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = original(batch, ids, *args, **kwargs)
+            if ids.shape[1] == 1:  # a decoding step (prefill runs many tokens per row)
+                _sync_cuda()
+                c = timer.current
+                c["decode_steps"] += 1
+                c["decode_seconds"] += time.perf_counter() - t0
+                c["decode_bound_seconds"] += timer._bound(batch.model, ids.shape[0])
+            return out
+
+        decoding._Batch.forward = forward
+        self._restore = lambda: setattr(decoding._Batch, "forward", original)
+
+    def close(self) -> None:
+        """Undo the decoder's patch."""
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
 
 
 def summarize(steps: list[dict], n_params: int, prompt_tokens_per_step: float, peak: float) -> dict:
@@ -109,7 +173,9 @@ def summarize(steps: list[dict], n_params: int, prompt_tokens_per_step: float, p
     loss (6 x parameters x every row's prompt + completion tokens), whichever trainer did it, so for r1lab
     (which runs each prompt once per group) it is the rate of equivalent work, and can exceed the peak."""
     timed = steps[1:] or steps
-    med = {k: statistics.median(s[k] for s in timed) for k in timed[0]}
+    keys = ("decode_steps", "decode_seconds", "decode_bound_seconds")
+    decode = {k: sum(s.get(k, 0) for s in timed) for k in keys}
+    med = {k: statistics.median(s[k] for s in timed) for k in timed[0] if k not in keys}
     trained_tokens = prompt_tokens_per_step + med["completion_tokens"]
     update_gflops = 6 * n_params * trained_tokens / med["update"] / 1e9
     return {
@@ -123,6 +189,14 @@ def summarize(steps: list[dict], n_params: int, prompt_tokens_per_step: float, p
         "update_gflops": update_gflops,
         "update_fraction_of_peak": update_gflops / peak,
         "steps_timed": len(timed),
+        **(
+            {  # means over every decoding step of the timed optimizer steps
+                "decode_step_ms": 1000 * decode["decode_seconds"] / decode["decode_steps"],
+                "decode_step_bound_ms": 1000 * decode["decode_bound_seconds"] / decode["decode_steps"],
+            }
+            if decode["decode_steps"]
+            else {}
+        ),
     }
 
 
@@ -142,7 +216,9 @@ def settings() -> dict[str, dict]:
     return {"seed": seed, "trl-defaults": trl_defaults}
 
 
-def run_one(engine: str, stage_fields: dict, spec: str, steps: int, workdir: Path) -> tuple[list[dict], dict]:
+def run_one(
+    engine: str, stage_fields: dict, spec: str, steps: int, workdir: Path, bound=None
+) -> tuple[list[dict], dict]:
     import torch
     from trl import GRPOTrainer
 
@@ -176,7 +252,7 @@ def run_one(engine: str, stage_fields: dict, spec: str, steps: int, workdir: Pat
             train_dataset=grpo_dataset(st, run),
             processing_class=trainer.processing_class,
         )
-    timer = PhaseTimer(trainer)
+    timer = PhaseTimer(trainer, bound=bound if engine != "trl" else None)
     prompt_lengths = []
     original = trainer._generate
 
@@ -186,7 +262,10 @@ def run_one(engine: str, stage_fields: dict, spec: str, steps: int, workdir: Pat
         return out
 
     trainer._generate = record_prompts
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        timer.close()
     info = {
         "n_params": sum(p.numel() for p in trainer.model.parameters()),
         "prompt_tokens_per_step": statistics.median(prompt_lengths),
@@ -202,19 +281,30 @@ def main() -> dict:
     from r1lab.io import atomic_write_json, atomic_write_text
     from r1lab.models import cpu_has_fast_bf16
 
-    spec = os.environ.get("R1LAB_BENCH_GRPO_MODEL", "smollm2-135m")
-    steps = int(os.environ.get("R1LAB_BENCH_GRPO_STEPS", "4"))
-    wanted = os.environ.get("R1LAB_BENCH_GRPO_SETTINGS", "seed,trl-defaults").split(",")
-    peaks = {"float32": matmul_peak_gflops("float32")}
+    smoke = os.environ.get("R1LAB_BENCH_GRPO_SMOKE") == "1"  # the tiny model, 2 steps: does it run?
+    spec = os.environ.get("R1LAB_BENCH_GRPO_MODEL", "tiny" if smoke else "smollm2-135m")
+    steps = int(os.environ.get("R1LAB_BENCH_GRPO_STEPS", "2" if smoke else "4"))
+    wanted = os.environ.get("R1LAB_BENCH_GRPO_SETTINGS", "seed" if smoke else "seed,trl-defaults").split(",")
+    out_dir = Path(os.environ.get("R1LAB_BENCH_GRPO_OUT") or (tempfile.mkdtemp() if smoke else RESULTS))
+    sizes = (256,) if smoke else (1024, 2048, 4096)
+    peaks = {"float32": matmul_peak_gflops("float32", sizes)}
     if cpu_has_fast_bf16():
-        peaks["bfloat16"] = matmul_peak_gflops("bfloat16")
+        peaks["bfloat16"] = matmul_peak_gflops("bfloat16", sizes)
+    read_gbps = memory_read_gbps(64 if smoke else 512)
+
+    def bound(model, rows):
+        return decode_step_bound_seconds(model, rows, read_gbps, peaks)
+
     all_settings = settings()
+    if smoke:  # a small shape: 2 prompts x 2 completions x 8 tokens
+        small = {"num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 8}
+        all_settings = {name: {**fields, **small} for name, fields in all_settings.items()}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in wanted:
             results[name] = {}
             for engine in ("trl", "r1lab"):
-                raw, info = run_one(engine, all_settings[name], spec, steps, Path(tmp) / name)
+                raw, info = run_one(engine, all_settings[name], spec, steps, Path(tmp) / name, bound)
                 peak = peaks["bfloat16" if info["bf16_autocast"] else "float32"]
                 results[name][engine] = {
                     **summarize(raw, info["n_params"], info["prompt_tokens_per_step"], peak),
@@ -231,7 +321,7 @@ def main() -> dict:
 
     header = (
         f"{'setting':13} {'trainer':7} {'s/step':>7} {'compl tok/s':>11} {'gen s':>6} {'gen tok/s':>9} "
-        f"{'reward s':>8} {'update s':>8} {'update % peak':>13}"
+        f"{'reward s':>8} {'update s':>8} {'update % peak':>13} {'decode step ms':>14} {'bound ms':>8}"
     )
     lines = [header, "-" * len(header)]
     for name, res in results.items():
@@ -241,6 +331,11 @@ def main() -> dict:
                 f"{name:13} {engine:7} {r['seconds_per_step']:7.1f} {r['completion_tokens_per_second']:11.1f} "
                 f"{r['generate_seconds']:6.1f} {r['generate_tokens_per_second']:9.1f} {r['rewards_seconds']:8.2f} "
                 f"{r['update_seconds']:8.1f} {100 * r['update_fraction_of_peak']:12.0f}%"
+                + (
+                    f" {r['decode_step_ms']:14.1f} {r['decode_step_bound_ms']:8.1f}"
+                    if "decode_step_ms" in r
+                    else ""
+                )
             )
         lines.append(
             f"{'':13} ratio   end to end {res['speedup_tokens_per_second']:.2f}x, "
@@ -248,7 +343,9 @@ def main() -> dict:
         )
     table = "\n".join(lines)
     print(table)
-    machine = describe_machine_now(native_cpu_bf16=cpu_has_fast_bf16(), matmul_peak_gflops=peaks)
+    machine = describe_machine_now(
+        native_cpu_bf16=cpu_has_fast_bf16(), matmul_peak_gflops=peaks, memory_read_gbps=read_gbps
+    )
     result = {
         "benchmark": "grpo",
         "model": spec,
@@ -258,8 +355,8 @@ def main() -> dict:
         "results": results,
         "goal": "end-to-end completion tokens/s >= 5x plain TRL with the same settings",
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "grpo.json", result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "grpo.json", result)
     md = (
         "# GRPO speed: plain TRL GRPOTrainer vs r1lab's GRPO stage\n\n"
         f"Model `{spec}`, {steps} optimizer steps per trainer (the first a warm-up, medians of the rest), "
@@ -268,13 +365,18 @@ def main() -> dict:
         "step's wall time less generation and reward scoring (loss forward, backward, optimizer); `update % "
         "peak` is the rate of TRL's loss work (6 x parameters x every row's prompt + completion tokens) over "
         "this machine's measured matmul peak in the dtype it trains in; r1lab runs each prompt once for its "
-        "group, so for r1lab this is the rate of equivalent work.\n\n"
+        "group, so for r1lab this is the rate of equivalent work. `decode step ms` is the mean time of one "
+        "decoding forward of r1lab's decoder (every layer, KV cache and LM head for one token per live row; "
+        "not the sampling), `bound ms` the mean of its bound: the larger of the weights' bytes over the "
+        "measured memory read rate and 2 x parameters x rows over the matmul peak, in the rollout's "
+        "precision.\n\n"
         f"```\n{table}\n```\n\n"
         f"Machine: {machine}\n\n"
         "Settings: `seed` is recipes/seed.yaml's GRPO stage; `trl-defaults` is TRL's defaults with "
         "num_generations 8 and max_completion_length 128 (one prompt x 8 completions per step).\n"
     )
-    atomic_write_text(RESULTS / "grpo.md", md)
+    atomic_write_text(out_dir / "grpo.md", md)
+    print(f"results: {out_dir}")
     return result
 
 

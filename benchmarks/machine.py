@@ -48,3 +48,21 @@ def describe_machine_now(**extra) -> dict:
     except OSError:  # pragma: no cover
         pass
     return info
+
+
+def memory_read_gbps(mib: int = 512, repeats: int = 5) -> float:
+    """This machine's memory read rate (GB/s): the best of ``repeats`` ``torch.sum`` over ``mib`` MiB of
+    fp32, with torch's threads (a reduction does almost no arithmetic per byte, so it is bound by reading).
+    A decode step must read all the weights once, so this is the bound on its time."""
+    import time
+
+    import torch
+
+    data = torch.ones(mib * 2**20 // 4)
+    data.sum()  # first touch: pages mapped and in no cache
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - t0)
+    return data.numel() * 4 / best / 1e9
