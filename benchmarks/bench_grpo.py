@@ -35,6 +35,20 @@ from benchmarks.machine import describe_machine_now, memory_read_gbps
 
 RESULTS = Path(__file__).parent / "results"
 SEED_RECIPE = Path(__file__).parent.parent / "recipes" / "seed.yaml"
+# The r1lab rows, one per rollout precision (the stage's rollout_dtype; int8 and bf16 rollouts are corrected
+# by importance sampling in the loss). `trl` is plain TRL.
+ROLLOUTS = {
+    "r1lab": {"rollout_dtype": "float32"},
+    "r1lab-int8": {"rollout_dtype": "int8"},
+    "r1lab-bf16": {"rollout_dtype": "bf16"},
+}
+
+
+def trainer_names() -> tuple[str, ...]:
+    """The rows: plain TRL, exact fp32 r1lab, int8 rollouts, and bf16 rollouts where the CPU runs bf16."""
+    from r1lab.models import cpu_has_fast_bf16
+
+    return ("trl", "r1lab", "r1lab-int8") + (("r1lab-bf16",) if cpu_has_fast_bf16() else ())
 
 
 def matmul_peak_gflops(dtype_name: str, sizes=(1024, 2048, 4096), repeats: int = 3) -> float:
@@ -226,7 +240,7 @@ def run_one(
     from r1lab.train.grpo import build_grpo_trainer, grpo_dataset, grpo_rewards
 
     recipe = __import__("yaml").safe_load(SEED_RECIPE.read_text())
-    stage = dict(stage_fields, max_steps=steps, save_steps=10_000, n=64)
+    stage = dict(stage_fields, **ROLLOUTS.get(engine, {}), max_steps=steps, save_steps=10_000, n=64)
     run = validate(
         RunConfig.from_dict(
             {
@@ -303,7 +317,7 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name in wanted:
             results[name] = {}
-            for engine in ("trl", "r1lab"):
+            for engine in trainer_names():
                 raw, info = run_one(engine, all_settings[name], spec, steps, Path(tmp) / name, bound)
                 peak = peaks["bfloat16" if info["bf16_autocast"] else "float32"]
                 results[name][engine] = {
@@ -311,7 +325,13 @@ def main() -> dict:
                     **info,
                     "steps": raw,
                 }
-            r, t = results[name]["r1lab"], results[name]["trl"]
+            t = results[name]["trl"]
+            for engine in trainer_names()[1:]:  # every r1lab row against plain TRL, end to end
+                row = results[name][engine]
+                row["speedup_vs_trl"] = (
+                    row["completion_tokens_per_second"] / t["completion_tokens_per_second"]
+                )
+            r = results[name]["r1lab"]
             results[name]["speedup_tokens_per_second"] = (
                 r["completion_tokens_per_second"] / t["completion_tokens_per_second"]
             )
@@ -320,15 +340,15 @@ def main() -> dict:
             )
 
     header = (
-        f"{'setting':13} {'trainer':7} {'s/step':>7} {'compl tok/s':>11} {'gen s':>6} {'gen tok/s':>9} "
+        f"{'setting':13} {'trainer':10} {'s/step':>7} {'compl tok/s':>11} {'gen s':>6} {'gen tok/s':>9} "
         f"{'reward s':>8} {'update s':>8} {'update % peak':>13} {'decode step ms':>14} {'bound ms':>8}"
     )
     lines = [header, "-" * len(header)]
     for name, res in results.items():
-        for engine in ("trl", "r1lab"):
+        for engine in trainer_names():
             r = res[engine]
             lines.append(
-                f"{name:13} {engine:7} {r['seconds_per_step']:7.1f} {r['completion_tokens_per_second']:11.1f} "
+                f"{name:13} {engine:10} {r['seconds_per_step']:7.1f} {r['completion_tokens_per_second']:11.1f} "
                 f"{r['generate_seconds']:6.1f} {r['generate_tokens_per_second']:9.1f} {r['rewards_seconds']:8.2f} "
                 f"{r['update_seconds']:8.1f} {100 * r['update_fraction_of_peak']:12.0f}%"
                 + (
@@ -339,7 +359,8 @@ def main() -> dict:
             )
         lines.append(
             f"{'':13} ratio   end to end {res['speedup_tokens_per_second']:.2f}x, "
-            f"generation {res['speedup_generate']:.2f}x"
+            f"generation {res['speedup_generate']:.2f}x; "
+            + ", ".join(f"{e} {res[e]['speedup_vs_trl']:.2f}x" for e in trainer_names()[2:])
         )
     table = "\n".join(lines)
     print(table)

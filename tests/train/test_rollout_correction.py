@@ -314,3 +314,20 @@ def test_step_line_shows_the_mismatch():
         },
     )
     assert line == "grpo step 1/4: loss 0.1, |log p/q| 0.02 (max 0.5), 1.0% clipped"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
+def test_a_decoding_copy_runs_its_own_weights_not_the_trainers(lively, tmp_path, dtype):
+    """GRPOTrainer sets `forward` on the model instance (its fused LM head) as a closure over the original
+    model; a deep copy kept that closure and decoded with the fp32 training weights."""
+    from r1lab.train.rollouts import _decoding_copy
+
+    trainer = make_trainer(lively, tmp_path)
+    assert "forward" in trainer.model.__dict__  # what made the copies run the original
+    ids = torch.tensor([[1, 5, 7, 9, 3]])
+    with torch.no_grad():
+        exact = trainer.model(ids).logits.float()
+        with _decoding_copy(trainer.model, dtype) as copy_:
+            low = copy_(ids).logits
+    assert (dtype == torch.bfloat16) == (low.dtype == torch.bfloat16)
+    assert (low.float() - exact).abs().max() > 1e-3
