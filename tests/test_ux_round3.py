@@ -394,3 +394,17 @@ def test_readme_commands_parse_and_ask_shows_a_trained_model():
     assert checked >= 15
     table_ask = re.search(r"\| `ask` \|.*`(r1lab ask [^`]+)`", readme).group(1)
     assert "runs/demo/sft/model" in table_ask and "often wrong" in readme
+
+
+def test_1_a_record_from_before_a_new_field_existed_is_not_a_change(tmp_path):
+    run = RunConfig.from_dict(
+        {"name": "r", "output_dir": str(tmp_path), "model": "tiny", "stages": [{"name": "g", "kind": "grpo"}]}
+    )
+    record = run.to_dict()
+    del record["stages"][0]["share_prompt_forward"], record["eval_batch_size"]  # fields an older r1lab lacked
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(record))
+    (run.run_dir / "g").mkdir()
+    assert changed_settings(run) == []
+    run.stages[0].share_prompt_forward = False
+    assert changed_settings(run) == ["g.share_prompt_forward: None -> False"]

@@ -731,11 +731,28 @@ def changed_settings(run: RunConfig) -> list[str]:
     return changes
 
 
+def _field_defaults() -> dict:
+    import dataclasses
+
+    out = {}
+    for cls in (RunConfig, StageConfig):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+    return out
+
+
 def _dict_changes(old: dict, new: dict, *, skip: set[str], prefix: str) -> list[str]:
     out = []
+    defaults = _field_defaults()
     for key in dict.fromkeys([*old, *new]):
         if key in skip or key in _RECORD_ONLY_FIELDS or old.get(key) == new.get(key):
             continue
+        missing = old if key not in old else new if key not in new else None
+        if missing is not None and key in defaults and (old | new).get(key) == defaults[key]:
+            continue  # an r1lab field one record predates, at its default: nothing changed
         out.append(f"{prefix}{key}: {_short(old.get(key))} -> {_short(new.get(key))}")
     return out
 
