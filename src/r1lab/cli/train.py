@@ -16,7 +16,8 @@ RUN_DESCRIPTION = """Run a recipe's stages in order (default: recipes/seed.yaml,
 
 Everything the run makes goes under OUTPUT_DIR/NAME (runs/<name>/): the resolved config, each stage's
 model, metrics.jsonl, samples.jsonl, TensorBoard logs, summary.json and report.html. Running the same
-command again skips finished stages and resumes an interrupted one from its last complete checkpoint.
+command again skips finished stages and resumes an interrupted one from its last complete checkpoint; with
+other settings it stops and lists what changed (use a new --name, or --restart to start over).
 
 Override any field: run-level as --field value, a stage's as --<stage>.<field> value (TRL field names).
 
