@@ -32,15 +32,21 @@ def scored_batch(trainer):
 def logps_and_grads(trainer, ids, mask, keep, shared: bool, monkeypatch):
     import r1lab.train.shared_prompt as sp
 
-    calls = []
+    returned = []  # what the shared path returned, each time it ran
     real = sp.shared_prompt_logps
-    monkeypatch.setattr(sp, "shared_prompt_logps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        sp, "shared_prompt_logps", lambda *a, **k: returned.append(real(*a, **k)) or returned[-1]
+    )
     trainer.share_prompt_forward = shared
     trainer.model.zero_grad()
     logps, ent, _ = trainer._get_per_token_logps_and_entropies(
         trainer.model, ids, mask, keep, compute_entropy=True
     )
-    assert bool(calls) == shared  # the path under test really ran
+    if shared:  # the values compared are the very tensors the shared path returned, not TRL's fallback
+        assert len(returned) == 1 and returned[0] is not None
+        assert logps is returned[0][0] and ent is returned[0][1]
+    else:
+        assert returned == []
     cm = mask[:, -keep:].bool()
     (logps[cm].sum() + 0.1 * ent[cm].sum()).backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}

@@ -244,7 +244,12 @@ class R1labGRPOTrainer(GRPOTrainer):
             from r1lab.train.shared_prompt import shared_prompt_logps
 
             shared = shared_prompt_logps(
-                model, input_ids, attention_mask, logits_to_keep, autocast=self.accelerator.autocast
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                autocast=self.accelerator.autocast,
+                batch_size=batch_size,
             )
             if shared is not None:
                 logps, entropies = shared

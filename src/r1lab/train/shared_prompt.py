@@ -42,22 +42,48 @@ def prompt_groups(prompt_ids, prompt_mask):
     return torch.tensor(first, device=prompt_ids.device), group
 
 
-def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, *, autocast):
+def shared_prompt_logps(
+    model, input_ids, attention_mask, logits_to_keep: int, *, autocast, batch_size: int | None = None
+):
     """Per-token log-probabilities and entropies of the last ``logits_to_keep`` tokens of each row, as
     TRL's ``_get_per_token_logps_and_entropies`` computes them (model patched with TRL's fused LM head),
     with one prompt forward per distinct prompt. ``None`` when the batch has no repeated prompt (the
-    caller then uses TRL's path)."""
+    caller then uses TRL's path).
+
+    ``batch_size`` (TRL passes it when it scores a whole generation batch for the old and reference
+    log-probs) bounds the rows of each forward, as on TRL's path: the rows go in chunks of that many, each
+    sharing the prompt forwards of its own rows."""
+    width = input_ids.size(1) - logits_to_keep
+    if width < 2:
+        return None
+    first, _ = prompt_groups(input_ids[:, :width], attention_mask[:, :width])
+    if len(first) == input_ids.size(0):
+        return None
+    rows = input_ids.size(0)
+    step = rows if not batch_size or batch_size >= rows else int(batch_size)
+    chunks = [
+        _shared_chunk(model, input_ids[i : i + step], attention_mask[i : i + step], logits_to_keep, autocast)
+        for i in range(0, rows, step)
+    ]
+    if len(chunks) == 1:
+        return chunks[0]
+    import torch
+
+    logps = torch.cat([c[0] for c in chunks], dim=0)
+    entropies = None if any(c[1] is None for c in chunks) else torch.cat([c[1] for c in chunks], dim=0)
+    return logps, entropies
+
+
+def _shared_chunk(model, input_ids, attention_mask, logits_to_keep: int, autocast):
+    """:func:`shared_prompt_logps` for one chunk of rows (all of them in one prompt forward and one
+    completion forward)."""
     from transformers import DynamicCache
 
     from r1lab.compat import cache_argument, unwrap
 
     width = input_ids.size(1) - logits_to_keep
-    if width < 2:
-        return None
     prompt_ids, prompt_mask = input_ids[:, :width], attention_mask[:, :width]
     first, group = prompt_groups(prompt_ids, prompt_mask)
-    if len(first) == input_ids.size(0):
-        return None
     head_ids, head_mask = prompt_ids[first, :-1], prompt_mask[first, :-1]
     cache = DynamicCache(config=unwrap(model).config)
     key = cache_argument(model)  # the KV cache's keyword in this transformers version
