@@ -46,7 +46,8 @@ def test_1_a_rerun_with_other_settings_stops_before_any_work_and_restart_starts_
     err = _err(capsys)
     assert "grpo.max_steps: 2 -> 1" in err and "eval_n: 0 -> 2" in err
     assert "--name" in err and "--restart" in err
-    assert main([*rerun, "--dry-run"]) == 2  # a dry run says so too
+    assert main([*rerun, "--dry-run"]) == 0  # a dry run does no work: it says what a real run would do
+    assert "a real run would stop" in capsys.readouterr().err
     assert (run_dir / "config.yaml").read_text() == record  # the record still matches the model
     assert model.stat().st_mtime_ns == made
 

@@ -305,16 +305,22 @@ def _stage_handler(args) -> int:
 
 
 def _execute(run, *, dry_run: bool, only: list[str] | None = None, restart: bool = False) -> int:
+    import logging
+
     import yaml
     from rich.console import Console
 
     from r1lab.config import annotate_yaml
+    from r1lab.errors import UserError
     from r1lab.pipeline import check, check_rerun, run_pipeline, summary_tables
 
     console = Console()
     if dry_run:
         check(run)
-        check_rerun(run, restart=restart)
+        try:
+            check_rerun(run, restart=restart)
+        except UserError as err:  # a dry run does no work: say what a real run would do, print the recipe
+            logging.getLogger("r1lab").warning("a real run would stop: %s", err)
         text = yaml.safe_dump(run.to_dict(), sort_keys=False, width=1_000_000)  # unwrapped: valid YAML
         print(annotate_yaml(text))  # each r1lab field's help as a comment
         return 0
