@@ -189,16 +189,23 @@ def positional(completions, **kwargs):
     return [float(i % G) for i in range(len(completions))]
 
 
+@pytest.fixture(scope="module")
+def baseline(lively, tmp_path_factory):
+    """Two steps of r1lab's own GRPO trainer: the weights and logs to match."""
+    return train_two_steps(lively, tmp_path_factory.mktemp("base"), R1labGRPOTrainer, positional)
+
+
 @pytest.mark.parametrize("dynamic", [None, DynamicSampling(max_rounds=4)], ids=["off", "nothing-to-drop"])
-def test_filtering_off_or_idle_is_exactly_r1labs_trainer(lively, tmp_path, dynamic):
-    base_w, base_h = train_two_steps(lively, tmp_path / "a", R1labGRPOTrainer, positional)
+def test_filtering_off_or_idle_is_exactly_r1labs_trainer(lively, baseline, tmp_path, dynamic):
+    base_w, base_h = baseline
     ds_w, ds_h = train_two_steps(
-        lively, tmp_path / "b", DynamicSamplingGRPOTrainer, positional, dynamic_sampling=dynamic
+        lively, tmp_path, DynamicSamplingGRPOTrainer, positional, dynamic_sampling=dynamic
     )
     assert base_w.keys() == ds_w.keys()
     for k in base_w:
         assert torch.equal(base_w[k], ds_w[k]), k
     assert base_h == ds_h
+    assert any(not torch.equal(w, lively[0].state_dict()[k]) for k, w in base_w.items())  # it trained
 
 
 def test_a_grpo_stage_with_dynamic_sampling_trains_and_logs_each_step(tiny_run, caplog):
