@@ -213,14 +213,22 @@ def stage_rewards(run: RunConfig, stage: str) -> list[float]:
 
 
 def describe_progress(
-    before: dict | None, after: dict | None, rewards: list[float], vs_base: dict | None = None
+    before: dict | None,
+    after: dict | None,
+    rewards: list[float],
+    vs_base: dict | None = None,
+    vs_input: dict | None = None,
 ) -> str:
-    """One honest sentence on what a training stage changed (\"learned nothing\" when nothing moved).
+    """What a training stage changed, judged against its own input model: one honest verdict line
+    (\"learned nothing\" when nothing moved), then, when the input was not the base model, a second line
+    comparing with the base model.
 
     The reward trend compares the mean of the first and last quarter of logged steps. A held-out change
-    counts when a paired test against the base model (``vs_base``, from :func:`r1lab.stats.paired_tests`)
-    finds it significant (p < 0.05, more problems gained than lost); without paired results, when it exceeds
-    one standard error of the accuracy estimate (sqrt(p(1-p)/n)).
+    counts when a paired test of the stage against its input model on the same problems (``vs_input``, from
+    :func:`r1lab.stats.paired_tests`) finds it significant (p < 0.05, more problems gained than lost);
+    without paired results, when it exceeds one standard error of the accuracy estimate (sqrt(p(1-p)/n)).
+    ``vs_base`` never decides the verdict: an SFT -> GRPO run whose GRPO stage lost to the SFT model did
+    not improve, however far above the base model it still is.
 
     >>> describe_progress({"accuracy": 0.1, "format_rate": 0.0, "n_items": 50},
     ...                   {"accuracy": 0.1, "format_rate": 0.0, "n_items": 50}, [0.2, 0.2, 0.21, 0.2])
@@ -239,19 +247,56 @@ def describe_progress(
         se = max(((a0 * (1 - a0)) / n) ** 0.5, 1.0 / n)
         fse = max(((f0 * (1 - f0)) / n) ** 0.5, 1.0 / n)
         parts.append(f"held-out accuracy {a0:.1%} -> {a1:.1%}, format {f0:.1%} -> {f1:.1%}")
-        if vs_base is None:
+        if vs_input is None:
             moved |= (a1 - a0) > se or (f1 - f0) > fse
-    if vs_base:
-        parts.append(
-            "vs base: "
-            + ", ".join(
-                describe_test(n, vs_base[k]) for k, n in (("accuracy", "accuracy"), ("format_rate", "format"))
-            )
-        )
-        moved |= any(t["p"] < 0.05 and t["gained"] > t["lost"] for t in vs_base.values())
+    if vs_input:
+        parts.append("vs its input model: " + _describe_tests(vs_input))
+        significant = [t for t in vs_input.values() if t["p"] < 0.05]
+        gained = any(t["gained"] > t["lost"] for t in significant)
+        lost = any(t["lost"] > t["gained"] for t in significant)
+        # a significant loss is no improvement, whatever the reward did
+        moved = (moved or gained) and not lost
     if not parts:
         return "no measurements"
-    return ("improved: " if moved else "learned nothing measurable: ") + "; ".join(parts)
+    verdict = ("improved: " if moved else "learned nothing measurable: ") + "; ".join(parts)
+    if vs_base and vs_base is not vs_input:
+        verdict += "\nvs base: " + _describe_tests(vs_base)
+    return verdict
+
+
+def _describe_tests(tests: dict) -> str:
+    return ", ".join(
+        describe_test(name, tests[key]) for key, name in (("accuracy", "accuracy"), ("format_rate", "format"))
+    )
+
+
+def input_label(run: RunConfig, model_in: str | None) -> str | None:
+    """The ``evals/`` label of the held-out measurement of a stage's input model: ``base`` for the run's
+    model, a training stage's name for that stage's output; None when it was not measured in this run."""
+    if model_in is None:
+        return None
+    if model_in == run.model:
+        return "base"
+    for stage in run.stages:
+        if stage.trains and model_in == str(run.run_dir / stage.name / "model"):
+            return stage.name
+    return None
+
+
+def stage_verdict(
+    run: RunConfig, stage: StageConfig, model_in: str | None, before: Metrics | None, after: Metrics | None
+) -> tuple[str, dict | None, dict | None]:
+    """``(achieved, vs_base, vs_input)`` of a trained stage: paired tests on the held-out problems against
+    the base model and against its own input model (the same problems, matched by key), and the verdict
+    :func:`describe_progress` draws from them."""
+    evals = run.run_dir / "evals"
+    vs_base = paired_tests(evals / "base", evals / stage.name) if after else None
+    label = input_label(run, model_in)
+    vs_input = None
+    if after and label is not None:
+        vs_input = vs_base if label == "base" else paired_tests(evals / label, evals / stage.name)
+    achieved = describe_progress(before, after, stage_rewards(run, stage.name), vs_base, vs_input)
+    return achieved, vs_base, vs_input
 
 
 # -------------------------------------------------------------------------------------- stages
@@ -589,16 +634,18 @@ def _evaluate_stage(
     before: Metrics | None,
 ) -> Metrics | None:
     """Measure a trained stage's model on the held-out problems (resumable: evals/<stage>/), test it against
-    the base model, and record both in its summary entry. Returns the metrics later stages start from."""
+    its input model and the base model, and record all in its summary entry. Returns the metrics later
+    stages start from."""
     t0 = time.time()
     after = heldout_metrics(model_out, run, stage.name) if stage.evaluate else None
     if after:
         entry["eval_seconds"] = round(time.time() - t0, 1)
-    evals = run.run_dir / "evals"
-    vs_base = paired_tests(evals / "base", evals / stage.name) if after else None
-    entry.update(model=model_out, metrics_before=before, metrics_after=after, vs_base=vs_base)
+    achieved, vs_base, vs_input = stage_verdict(run, stage, entry.get("model_in"), before, after)
+    entry.update(
+        model=model_out, metrics_before=before, metrics_after=after, vs_base=vs_base, vs_input=vs_input
+    )
     _heldout_to_tensorboard(run, after, step=[s.name for s in run.stages].index(stage.name) + 1)
-    entry["achieved"] = describe_progress(before, after, stage_rewards(run, stage.name), vs_base)
+    entry["achieved"] = achieved
     if vs_base:
         summary["final_vs_base"] = vs_base
     return after or before

@@ -578,7 +578,9 @@ def _achieved_html(stage: dict, metrics: dict) -> str:
             ]
         )
     before, after = stage.get("metrics_before") or {}, stage.get("metrics_after") or {}
-    tests = stage.get("vs_base") or {}
+    # before -> after is the stage's input model -> the stage: the paired test of that same pair (summaries
+    # written before vs_input existed have only the test against the base model)
+    tests = stage.get("vs_input") or stage.get("vs_base") or {}
     for key, label in (("accuracy", "held-out accuracy"), ("format_rate", "held-out format")):
         if _number(_metric(after, key)) is None:
             continue

@@ -40,8 +40,9 @@ METRIC_LABELS = {
 class StageEntry(TypedDict, total=False):
     """One stage's record. Every stage: ``name``, ``kind``, ``status`` (pending, running, done, skipped),
     ``model_in``, ``model`` (its output, or its input for stages that do not train), ``started``,
-    ``seconds``. Training stages: ``train_seconds``, ``metrics_before``/``metrics_after``, ``vs_base``
-    (paired tests against the base model), ``achieved`` (one sentence). ``eval``: ``metrics_after`` and
+    ``seconds``. Training stages: ``train_seconds``, ``metrics_before``/``metrics_after``, ``vs_input``
+    (paired tests against the stage's own input model, which decide its verdict), ``vs_base`` (against the
+    base model), ``achieved`` (the verdict line, then a vs-base line). ``eval``: ``metrics_after`` and
     ``result`` (evaluate's whole summary: pass@k, maj@k, by-field breakdowns). ``rs``: ``stats``.
     ``inference``: ``answers``."""
 
@@ -56,6 +57,7 @@ class StageEntry(TypedDict, total=False):
     metrics_before: Metrics | None
     metrics_after: Metrics | None
     vs_base: dict[str, Any] | None
+    vs_input: dict[str, Any] | None
     achieved: str
     result: dict[str, Any]
     stats: dict[str, Any]
