@@ -157,6 +157,7 @@ class CompleteCheckpoints(TrainerCallback):
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if (path / "trainer_state.json").is_file():
+                follow_umask(path)  # the Trainer's safetensors are 0600; final models are 0644 (umask 022)
                 atomic_write_text(path / COMPLETE, f"{state.global_step}\n")
         return control
 
@@ -180,7 +181,6 @@ def find_resume_checkpoint(checkpoints_dir: str | Path, *, clean: bool = True) -
         if (child / COMPLETE).is_file() and (child / "trainer_state.json").is_file():
             good.append((int(m.group(1)), child))
         elif clean:
-                follow_umask(path)  # the Trainer's safetensors are 0600; final models are 0644 (umask 022)
             log.warning("removing incomplete checkpoint %s (interrupted while saving)", child)
             shutil.rmtree(child, ignore_errors=True)
     for _, child in sorted(good, reverse=True):  # newest first; a damaged one is passed over, once, loudly
