@@ -86,7 +86,8 @@ def logged(trainer) -> dict:
     return {k: sum(v) / len(v) for k, v in trainer._metrics["train"].items() if k.startswith(PREFIX)}
 
 
-def test_zero_spread_groups_are_dropped_and_the_batch_is_still_full(lively, tmp_path):
+@pytest.mark.parametrize("engine", ["r1lab", "trl"])
+def test_zero_spread_groups_are_dropped_and_the_batch_is_still_full(lively, tmp_path, engine):
     # Prompts 0 and 1 (the first generation batch) are flat, the rest are lively.
     reward = FlatOrLively()
     trainer = make_trainer(
@@ -95,7 +96,9 @@ def test_zero_spread_groups_are_dropped_and_the_batch_is_still_full(lively, tmp_
         flagged_rows(16, [True, True] + [False] * 14),
         reward,
         dynamic_sampling=DynamicSampling(max_rounds=4),
+        rollout_engine=engine,
     )
+    assert trainer.rollout_engine == engine
     out = scored_batch(trainer)
     assert out["completion_ids"].shape[0] == BATCH  # full
     advantages = out["advantages"].view(-1, G)

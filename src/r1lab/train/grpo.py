@@ -119,6 +119,13 @@ def build_grpo_trainer(
         dynamic["dynamic_sampling"] = DynamicSampling(
             metric=_reward_index(stage, reward_funcs), max_rounds=stage.dynamic_sampling_max_rounds
         )
+        log.info(
+            "%s: dynamic sampling: groups whose %s reward has zero spread are dropped, up to %d generation "
+            "rounds per batch",
+            stage.name,
+            stage.dynamic_sampling_metric,
+            stage.dynamic_sampling_max_rounds,
+        )
     trainer = trainer_class(
         model=model,
         reward_funcs=reward_funcs,
