@@ -58,6 +58,7 @@ def test_the_first_stage_is_tested_against_the_base_once(tmp_path):
     sft = _evals(run, "sft", 30)
     achieved, vs_base, vs_input = stage_verdict(run, run.stages[0], "tiny", base, sft)
     assert vs_input is vs_base and "\n" not in achieved and achieved.startswith("improved: ")
+    assert "vs base (its input model): accuracy 0.0% -> 75.0% (+30/-0" in achieved
 
 
 def test_input_labels(tmp_path):

@@ -250,7 +250,8 @@ def describe_progress(
         if vs_input is None:
             moved |= (a1 - a0) > se or (f1 - f0) > fse
     if vs_input:
-        parts.append("vs its input model: " + _describe_tests(vs_input))
+        which = "vs base (its input model)" if vs_input is vs_base else "vs its input model"
+        parts.append(f"{which}: " + _describe_tests(vs_input))
         significant = [t for t in vs_input.values() if t["p"] < 0.05]
         gained = any(t["gained"] > t["lost"] for t in significant)
         lost = any(t["lost"] > t["gained"] for t in significant)
