@@ -84,6 +84,11 @@ def decode_step_bound_seconds(model, rows: int, read_gbps: float, peaks: dict[st
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
     n_bytes = sum(p.numel() * p.element_size() for p in params)
+    # an int8 rollout copy's linear layers hold packed int8 weights, not parameters: one byte per weight
+    # (its matmuls are bounded here by the fp32 peak: no int8 peak is measured)
+    packed = [m for m in model.modules() if hasattr(m, "_packed_params") and hasattr(m, "in_features")]
+    n_params += sum(m.in_features * m.out_features for m in packed)
+    n_bytes += sum(m.in_features * m.out_features for m in packed)
     dtype = str(params[0].dtype).removeprefix("torch.")
     peak = peaks.get(dtype, peaks["float32"])
     return max(n_bytes / (read_gbps * 1e9), 2 * n_params * rows / (peak * 1e9))
