@@ -116,7 +116,7 @@ class DynamicSamplingMixin:
         kept: list[dict] = []
         leftovers: list[dict] = []  # zero-spread groups, to round a short batch to a whole split
         n_kept = drawn = zero = 0
-        rounds, batch, spread_rate = 0, inputs, None
+        rounds, batch = 0, inputs
         while True:
             rounds += 1
             out = super()._generate_and_score_completions(batch)
