@@ -77,3 +77,25 @@ def test_distinct_prompts_use_trls_path(lively, tmp_path):
         shared_prompt_logps(trainer.model, ids[rows], mask[rows], keep, autocast=trainer.accelerator.autocast)
         is None
     )
+
+
+def test_rows_of_uneven_length_run_in_groups_without_their_padding(lively, tmp_path, monkeypatch):
+    import r1lab.train.shared_prompt as sp
+
+    monkeypatch.setattr(sp, "GROUP_OVERHEAD_TOKENS", 1)  # split even these short rows
+    trainer = make_trainer(lively, tmp_path, "r1lab", max_completion_length=8)
+    ids, mask, keep, _ = scored_batch(trainer)
+    ids, mask = ids.clone(), mask.clone()
+    for row, n in enumerate([8, 2, 8, 3, 2, 8, 1, 8]):  # completions that stopped early, right-padded
+        mask[row, ids.size(1) - keep + n :] = 0
+        ids[row, ids.size(1) - keep + n :] = trainer.processing_class.pad_token_id
+    cm = mask[:, -keep:].bool()
+    assert len(sp.length_buckets(cm.sum(1).tolist())) > 1  # the shared path really splits the rows
+    a_lp, a_ent, a_grads = logps_and_grads(trainer, ids, mask, keep, shared=True, monkeypatch=monkeypatch)
+    b_lp, b_ent, b_grads = logps_and_grads(trainer, ids, mask, keep, shared=False, monkeypatch=monkeypatch)
+    assert a_lp.shape == b_lp.shape and not a_lp[~cm].any()  # dropped padding is zero, as in TRL's head
+    torch.testing.assert_close(a_lp[cm], b_lp[cm], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a_ent[cm], b_ent[cm], rtol=1e-4, atol=1e-4)
+    assert a_grads.keys() == b_grads.keys() and a_grads
+    for name in a_grads:
+        torch.testing.assert_close(a_grads[name], b_grads[name], rtol=1e-3, atol=1e-4, msg=name)
