@@ -147,15 +147,12 @@ def setup_logging(debug: bool) -> None:
     )
     if not debug and _launched_rank() > 0:  # under accelerate launch: rank 0 tells the story, once
         logging.getLogger().setLevel(logging.WARNING)
+    if not sys.stderr.isatty():
+        _no_library_bars()
     if not debug:
         # transformers' "Loading weights" bars (read from the hub's setting at import) clutter every verb;
         # training keeps its own progress bar (the Trainer's), which this does not touch.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if not sys.stderr.isatty():
-        # datasets' map bars (TRL tokenizing) write a line per update into a pipe, a log or CI
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        if "datasets" in sys.modules:  # imported already (read its setting at import): tell it directly
-            sys.modules["datasets"].disable_progress_bars()
         for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "torch", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         # Deprecation notices (FutureWarning) from the libraries' own code, such as transformers renaming
@@ -163,6 +160,20 @@ def setup_logging(debug: bool) -> None:
         import warnings
 
         warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _no_library_bars() -> None:
+    """No progress bars from datasets (map, tokenizing), the hub or transformers (saving shards): outside a
+    terminal each update is a line of its own in a pipe, a log or CI. A library imported already read its
+    setting at import, so it is told directly."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def _launched_rank() -> int:
