@@ -33,7 +33,8 @@ def _no_model_loads(monkeypatch):
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Everything under ``root``: files and folders (a refused run must not leave an empty run folder)."""
+    return sorted(root.rglob("*"))
 
 
 def _refused(argv: list[str], capsys, out: Path, *, keep: tuple[Path, ...] = ()) -> str:
@@ -45,7 +46,7 @@ def _refused(argv: list[str], capsys, out: Path, *, keep: tuple[Path, ...] = ())
     assert rc == 2, (rc, err[-2000:])
     assert err.count("\n") == 1 and err.startswith("r1lab: error: "), err[-2000:]
     assert "Traceback" not in err
-    assert set(_files(out)) - before == set(), "files written"
+    assert set(_files(out)) - before == set(), "something was written"
     return err
 
 
@@ -190,7 +191,9 @@ def test_deeply_nested_data_line_in_data_preview(tmp_path, capsys):
     assert "line 2" in err
 
 
-@pytest.mark.parametrize("value, type_name", [(None, "null"), (5, "int"), (["a"], "list"), ({"x": 1}, "dict")])
+@pytest.mark.parametrize(
+    "value, type_name", [(None, "null"), (5, "int"), (["a"], "list"), ({"x": 1}, "dict")]
+)
 def test_question_of_the_wrong_type_names_the_row_and_type(tmp_path, capsys, value, type_name):
     rows = [{"question": value, "answer": "3"}, {"question": "What is 1+1?", "answer": "2"}]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
