@@ -322,13 +322,22 @@ def _decoding_copy(model, dtype):
 def int8_copy(model):
     """A copy of ``model`` whose linear layers (attention, MLP, the vocabulary head) run int8 matmuls:
     torch's dynamic quantization, per-tensor int8 weights and activations quantized per call. A decode step
-    reads a quarter of fp32's weight bytes."""
+    reads a quarter of fp32's weight bytes.
+
+    Only the module tree is copied: the copy shares the float tensors it keeps (embeddings, norms, rotary
+    buffers) with ``model``, as decoding only reads them and training does not run meanwhile; copying all
+    of the fp32 weights every generation batch would cost about half as much again as quantizing them."""
+    import itertools
     import warnings
 
     import torch
 
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    skeleton = copy.deepcopy(model, memo=shared)
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; the API is still there in torch 2.13
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(
+            skeleton, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
