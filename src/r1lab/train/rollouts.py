@@ -110,6 +110,8 @@ class R1labGRPOTrainer(GRPOTrainer):
         """TRL's importance-sampling settings when r1lab's rollouts need correcting, else None. A mismatch
         left uncorrected (``vllm_importance_sampling_correction: false``, or TRL's generation, which records
         no sampling log-probabilities) is logged once as a warning, never skipped silently."""
+        if self._use_vllm:  # TRL's vLLM path records and corrects its own mismatch
+            return None
         why = self.rollout_mismatch()
         if why is None:
             return None
