@@ -54,7 +54,8 @@ def test_good_options_validate(tmp_path):
         ({"pass_rate_band": [0.9, 0.1], "pass_rate_file": "x"}, "pass_rate_band must be [low, high]"),
         ({"pass_rate_band": [0, 2], "pass_rate_file": "x"}, "pass_rate_band must be [low, high]"),
         ({"pass_rate_band": [0.1, 0.9]}, "pass_rate_band needs pass_rate_file"),
-        ({"pass_rate_file": "no/such.jsonl"}, "pass_rate_file not found"),
+        ({"pass_rate_file": "no/such.jsonl", "curriculum": "easy_to_hard"}, "pass_rate_file not found"),
+        ({"pass_rate_file": "no/such.jsonl"}, "pass_rate_file is set but nothing uses it"),
         ({"curriculum": "easy_to_hard", "shuffle_dataset": True}, "shuffle_dataset is true"),
     ],
 )

@@ -822,6 +822,11 @@ def _validate_curriculum(stage: StageConfig, here: str) -> None:
                 f"{here}: pass_rate_band needs pass_rate_file",
                 hint="write one with `r1lab data pass-rate --model M --data D --out rates.jsonl`",
             )
+    if stage.pass_rate_file and band is None and stage.curriculum == "none":
+        raise UserError(
+            f"{here}: pass_rate_file is set but nothing uses it",
+            hint="add pass_rate_band: [low, high] and/or curriculum: easy_to_hard",
+        )
     if stage.pass_rate_file and not Path(stage.pass_rate_file).is_file():
         raise UserError(
             f"{here}: pass_rate_file not found: {stage.pass_rate_file}",
