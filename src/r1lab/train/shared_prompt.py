@@ -48,8 +48,12 @@ def prompt_groups(prompt_ids, prompt_mask):
     return torch.tensor(first, device=prompt_ids.device), group
 
 
-# What one more group costs, in padded tokens: a forward and backward through every layer at a small size
-GROUP_OVERHEAD_TOKENS = 32
+# What one more group costs, in padded tokens. Each group is one more forward and backward: kernel dispatch
+# through every layer, a dense embedding gradient and one more accumulation into every parameter's .grad
+# (~1 GB of memory traffic for SmolLM2-135M), ~0.15 s on a quiet 2-core machine, ~35 tokens of matmul work.
+# 128 asks for ~4x that in saved work before splitting; on a loaded machine the memory-bound part grows
+# and a split measured slower (docs/grpo-speed.md).
+GROUP_OVERHEAD_TOKENS = 128
 
 
 def length_buckets(lengths, *, overhead: int | None = None, most: int = 4) -> list[list[int]]:
@@ -57,7 +61,7 @@ def length_buckets(lengths, *, overhead: int | None = None, most: int = 4) -> li
     to minimise padded tokens (rows x longest, summed over groups) plus ``overhead`` tokens per group
     (:data:`GROUP_OVERHEAD_TOKENS`), in at most ``most`` groups. Each group lists its rows in order.
 
-    >>> length_buckets([64, 20, 64, 18, 64, 22])
+    >>> length_buckets([64, 20, 64, 18, 64, 22], overhead=32)
     [[0, 2, 4], [1, 3, 5]]
     >>> length_buckets([64, 60, 62, 64])
     [[0, 1, 2, 3]]
@@ -143,12 +147,18 @@ def _shared_chunk(model, input_ids, attention_mask, logits_to_keep: int, autocas
     positions = torch.arange(1, logits_to_keep + 1, device=tail_mask.device)
     lengths = (tail_mask * positions).amax(dim=1).tolist()  # up to each row's last real token
     logps, entropies, rows = [], [], []
-    for bucket in length_buckets(lengths):
+    buckets = length_buckets(lengths)
+    for bucket in buckets:
         keep = max(max(lengths[i] for i in bucket), 1)
         index = torch.tensor(bucket, device=input_ids.device)
-        rows_cache = DynamicCache(config=unwrap(model).config)
-        for layer, (k, v, *_) in enumerate(cache):  # each row gets its prompt's cache (differentiable)
-            rows_cache.update(k[group[index]], v[group[index]], layer)
+        # each row gets its prompt's cache (an index: differentiable)
+        if len(buckets) == 1:
+            rows_cache = cache
+            cache.batch_select_indices(group.to(input_ids.device))
+        else:
+            rows_cache = DynamicCache(config=unwrap(model).config)
+            for layer, (k, v, *_) in enumerate(cache):
+                rows_cache.update(k[group[index]], v[group[index]], layer)
         tail_ids = input_ids[index, width - 1 : width + keep]
         labels = tail_ids.masked_fill(attention_mask[index, width - 1 : width + keep] == 0, -100)
         labels[:, 0] = -100  # the last prompt token is input only
