@@ -86,19 +86,22 @@ def logged(trainer) -> dict:
     return {k: sum(v) / len(v) for k, v in trainer._metrics["train"].items() if k.startswith(PREFIX)}
 
 
-@pytest.mark.parametrize("engine", ["r1lab", "trl"])
+@pytest.mark.parametrize("engine", ["r1lab", "trl", "r1lab-bf16"])
 def test_zero_spread_groups_are_dropped_and_the_batch_is_still_full(lively, tmp_path, engine):
-    # Prompts 0 and 1 (the first generation batch) are flat, the rest are lively.
+    # Prompts 0 and 1 (the first generation batch) are flat, the rest are lively. bf16 rollouts of fp32
+    # weights record sampling log-probs (rollout correction): rounds are joined with those too.
     reward = FlatOrLively()
+    dtype = {"rollout_dtype": torch.bfloat16} if engine.endswith("bf16") else {}
     trainer = make_trainer(
         lively,
         tmp_path,
         flagged_rows(16, [True, True] + [False] * 14),
         reward,
         dynamic_sampling=DynamicSampling(max_rounds=4),
-        rollout_engine=engine,
+        rollout_engine=engine.removesuffix("-bf16"),
+        **dtype,
     )
-    assert trainer.rollout_engine == engine
+    assert trainer.rollout_engine == engine.removesuffix("-bf16")
     out = scored_batch(trainer)
     assert out["completion_ids"].shape[0] == BATCH  # full
     advantages = out["advantages"].view(-1, G)
@@ -108,6 +111,8 @@ def test_zero_spread_groups_are_dropped_and_the_batch_is_still_full(lively, tmp_
     assert metrics[PREFIX + "groups_drawn"] == 4 and metrics[PREFIX + "groups_kept"] == 2
     assert metrics[PREFIX + "zero_spread_frac"] == 0.5 and metrics[PREFIX + "batch_full"] == 1.0
     assert out["num_items_in_batch"] == out["completion_mask"].sum()
+    if dtype:
+        assert out["sampling_per_token_logps"].shape == out["completion_ids"].shape
 
 
 def test_the_cap_on_generation_rounds_is_honoured(lively, tmp_path):
