@@ -331,3 +331,13 @@ def test_a_decoding_copy_runs_its_own_weights_not_the_trainers(lively, tmp_path,
             low = copy_(ids).logits
     assert (dtype == torch.bfloat16) == (low.dtype == torch.bfloat16)
     assert (low.float() - exact).abs().max() > 1e-3
+
+
+def test_a_recipes_int8_reaches_the_trainer(lively, tmp_path, tiny_run):
+    from r1lab.train.common import build_trl_args
+    from r1lab.train.grpo import rollout_choice
+
+    run = tiny_run({"name": "grpo", "kind": "grpo", "rollout_dtype": "int8"})
+    stage = run.stages[0]
+    engine, dtype, why = rollout_choice(stage, run, build_trl_args(stage, run, tmp_path / "a"), lively[0])
+    assert (engine, dtype) == ("r1lab", torch.int8) and "int8" in why

@@ -180,6 +180,8 @@ def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str
     weights = next(model.parameters()).dtype
     if stage.rollout_dtype != "auto":
         dtype = torch.int8 if stage.rollout_dtype == "int8" else pick_dtype("cpu", stage.rollout_dtype)
+        if dtype == torch.int8:  # measured on SmolLM2-135M: mean |log p/q| ~0.7 (docs/grpo-speed.md)
+            return engine, dtype, " in int8 (rollout_dtype; it samples far from the learner, see |log p/q|)"
         return engine, dtype, f" in {str(dtype).removeprefix('torch.')} (rollout_dtype)"
     on_cpu = next(model.parameters()).device.type == "cpu"
     if engine == "r1lab" and on_cpu and weights == torch.float32 and cpu_has_fast_bf16():
