@@ -81,3 +81,21 @@ def test_preallocated_cache_uses_its_own_layers_and_writes_in_place(lively):
     torch.testing.assert_close(layer.values, torch.cat([k + 1, k[:, :, :1]], dim=2)[1:])
     layer.crop(-1)
     assert layer.get_seq_length() == 3
+
+
+def test_grouped_query_attention_read_in_place_gives_the_same_logits(lively, monkeypatch):
+    import os
+
+    from r1lab.kvcache import cpu_sdpa_gqa
+
+    model, _ = lively
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # the tiny model shares heads
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    with torch.no_grad():
+        plain = _life_cycle(model, preallocated_cache(model.config, capacity=12))
+        with cpu_sdpa_gqa(torch.device("cpu")):
+            assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
+            grouped = _life_cycle(model, preallocated_cache(model.config, capacity=12))
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ  # put back as it was
+    for a, b in zip(grouped, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # float rounding: another kernel path

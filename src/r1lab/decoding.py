@@ -196,17 +196,20 @@ class _Batch:
 
     def forward(self, ids, mask, positions):
         """Run ``ids`` through the model after what the cache holds; the last position's logits (fp32)."""
+        from r1lab.kvcache import cpu_sdpa_gqa
+
         torch = self.torch
         steps = ids.shape[1]
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            **{cache_argument(self.model): self.cache},
-            cache_position=torch.arange(self.length, self.length + steps, device=self.device),
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with cpu_sdpa_gqa(self.device):  # no per-step copy of the cache per query head
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                **{cache_argument(self.model): self.cache},
+                cache_position=torch.arange(self.length, self.length + steps, device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
         self.length += steps
         return out.logits[:, -1, :].float()
 

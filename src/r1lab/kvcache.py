@@ -6,11 +6,37 @@ of every layer (for SmolLM2-135M at 16 rows and ~190 positions: 30 layers x 2 co
 up front; a step writes one position into it and attention reads a view of the filled part. Rows leave the
 batch by index (one copy of the live part, only on steps where a row finished), as with ``DynamicCache``.
 The keys and values attention sees are the same numbers; only where they are stored differs.
+
+With a padding mask, transformers' SDPA attention repeats every key/value head for the query heads that
+share it (``repeat_kv``: for SmolLM2's 9 query / 3 key-value heads, a 3x copy of the whole cache, every
+layer, every step) because CUDA's fast kernels do not take a mask with grouped-query attention. torch's CPU
+kernel does (equal up to float rounding); :func:`cpu_sdpa_gqa` asks transformers for it while decoding on
+the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+# transformers' switch (read on every attention call) for passing grouped-query heads to SDPA as they are
+_FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
+
+
+@contextlib.contextmanager
+def cpu_sdpa_gqa(device):
+    """Within this block, SDPA attention on ``device`` (if a CPU) reads shared key/value heads in place
+    instead of copying them per query head. Leaves a value the user set alone."""
+    if getattr(device, "type", device) != "cpu" or _FORCE_GQA in os.environ:
+        yield
+        return
+    os.environ[_FORCE_GQA] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(_FORCE_GQA, None)
 
 
 class PreallocatedLayer(DynamicLayer):
