@@ -11,6 +11,10 @@ from r1lab.train.shared_prompt import prompt_groups
 # Depends on the CPU-bf16 decision (models.cpu_has_fast_bf16): `make test` also runs these with it flipped.
 pytestmark = pytest.mark.dtype
 
+# Gradients are sums over every token (the tied embedding's rows reach ~60 on this model): two exact paths
+# that add in a different order differ by a few 1e-4 in a rare element near zero.
+GRAD_ATOL = 5e-4
+
 
 @pytest.fixture(scope="module")
 def lively(redrawn_tiny):
@@ -64,7 +68,7 @@ def test_shared_prompt_forward_equals_trls_values_and_gradients(lively, tmp_path
     torch.testing.assert_close(a_ent[cm], b_ent[cm], rtol=1e-4, atol=1e-4)
     assert a_grads.keys() == b_grads.keys() and a_grads
     for name in a_grads:
-        torch.testing.assert_close(a_grads[name], b_grads[name], rtol=1e-3, atol=1e-4, msg=name)
+        torch.testing.assert_close(a_grads[name], b_grads[name], rtol=1e-3, atol=GRAD_ATOL, msg=name)
 
 
 def test_distinct_prompts_use_trls_path(lively, tmp_path):
@@ -98,4 +102,4 @@ def test_rows_of_uneven_length_run_in_groups_without_their_padding(lively, tmp_p
     torch.testing.assert_close(a_ent[cm], b_ent[cm], rtol=1e-4, atol=1e-4)
     assert a_grads.keys() == b_grads.keys() and a_grads
     for name in a_grads:
-        torch.testing.assert_close(a_grads[name], b_grads[name], rtol=1e-3, atol=1e-4, msg=name)
+        torch.testing.assert_close(a_grads[name], b_grads[name], rtol=1e-3, atol=GRAD_ATOL, msg=name)
