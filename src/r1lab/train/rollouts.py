@@ -59,7 +59,7 @@ class R1labGRPOTrainer(GRPOTrainer):
 
     # TRL computes and applies its importance-sampling correction only under ``self.use_vllm``. r1lab opens
     # that gate inside the loss alone (``_correcting``, see ``_compute_loss``), where the only ``use_vllm``
-    # branch is the correction's (compat.vllm_gated_loss checks that), so nothing of vLLM's ever runs.
+    # branch is the correction's (compat.vllm_gate_problems checks that), so nothing of vLLM's ever runs.
     _use_vllm = False
     _correcting = False
     _pending_correction = None
