@@ -223,7 +223,9 @@ def settings() -> dict[str, dict]:
     import yaml
 
     seed = next(s for s in yaml.safe_load(SEED_RECIPE.read_text())["stages"] if s["kind"] == "grpo")
-    seed = {k: v for k, v in seed.items() if not k.startswith("vllm_")}
+    # The same step for both trainers: plain TRL has no dynamic sampling (extra generation rounds would make
+    # r1lab's step do more work, not the same work faster), so the seed setting is measured without it.
+    seed = {k: v for k, v in seed.items() if not k.startswith(("vllm_", "dynamic_sampling"))}
     trl_defaults = {
         "name": "grpo",
         "kind": "grpo",
