@@ -7,7 +7,7 @@ from __future__ import annotations
 import datasets
 import pytest
 import torch
-from train_helpers import grpo_rows
+from train_helpers import grpo_rows, tiny_grpo_args
 
 from r1lab.train.dynamic_sampling import (
     PREFIX,
@@ -47,28 +47,13 @@ def lively(redrawn_tiny):
 
 
 def make_trainer(model_tok, tmp_path, dataset, reward, cls=DynamicSamplingGRPOTrainer, **kwargs):
-    from trl import GRPOConfig
-
     model, tok = model_tok
-    config = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=BATCH,
-        num_generations=G,
-        max_completion_length=6,
-        max_steps=1,
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        remove_unused_columns=False,
-        save_strategy="no",
-        seed=0,
-        logging_steps=1,
-    )
+    config = dict(per_device_train_batch_size=BATCH, num_generations=G, max_completion_length=6)
     config.update(kwargs.pop("config", {}))
     return cls(
         model=model,
         reward_funcs=[reward],
-        args=GRPOConfig(**config),
+        args=tiny_grpo_args(tmp_path / "out", **config),
         train_dataset=dataset,
         processing_class=tok,
         **kwargs,

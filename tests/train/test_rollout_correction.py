@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from train_helpers import grpo_rows
+from train_helpers import grpo_rows, tiny_grpo_args
 from transformers import (
     LogitsProcessorList,
     MinPLogitsWarper,
@@ -47,28 +47,11 @@ def lively(redrawn_tiny):
 
 
 def make_trainer(lively, tmp_path, *, rollout_dtype=None, engine="r1lab", **config):
-    from trl import GRPOConfig
-
     model, tok = lively
-    fields = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=10,
-        max_steps=1,
-        logging_steps=1,
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        remove_unused_columns=False,
-        save_strategy="no",
-        seed=0,
-    )
-    fields.update(config)
     return R1labGRPOTrainer(
         model=copy.deepcopy(model),  # tests train: each trainer its own copy of the weights
         reward_funcs=[length_reward],
-        args=GRPOConfig(**fields),
+        args=tiny_grpo_args(tmp_path / "out", **config),
         train_dataset=grpo_rows(8),
         processing_class=tok,
         rollout_engine=engine,

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 import torch
-from train_helpers import grpo_rows
+from train_helpers import grpo_rows, tiny_grpo_args
 
 from r1lab.decoding import Sampling, decode_shared_prefix, group_repeats, sampling_from_generation_config
 from r1lab.train.rollouts import R1labGRPOTrainer
@@ -30,27 +30,11 @@ def lively(redrawn_tiny):
 
 
 def make_trainer(lively, tmp_path, engine, **config):
-    from trl import GRPOConfig
-
     model, tok = lively
-    fields = dict(
-        output_dir=str(tmp_path / engine),
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=10,
-        max_steps=1,
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        remove_unused_columns=False,
-        save_strategy="no",
-        seed=0,
-    )
-    fields.update(config)
     return R1labGRPOTrainer(
         model=model,
         reward_funcs=[length_reward],
-        args=GRPOConfig(**fields),
+        args=tiny_grpo_args(tmp_path / engine, **config),
         train_dataset=grpo_rows(8),
         processing_class=tok,
         rollout_engine=engine,

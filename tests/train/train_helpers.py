@@ -17,3 +17,25 @@ def sft_rows(n: int, *, level: int = 1) -> datasets.Dataset:
     probs = make_problems(n, level=level, seed=0, split="train")
     ds = datasets.Dataset.from_list([sft_row(p["problem"], p["solution"], None) for p in probs])
     return ds.map(to_prompt_completion, remove_columns=["messages"])
+
+
+def tiny_grpo_args(output_dir, **overrides):
+    """A ``GRPOConfig`` for a one-step GRPO test on the CPU: 8 rows of 4 completions x 10 tokens, fp32, no
+    saving, no trackers, seeded; ``overrides`` replace any field."""
+    from trl import GRPOConfig
+
+    fields = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=10,
+        max_steps=1,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        remove_unused_columns=False,
+        save_strategy="no",
+        seed=0,
+    )
+    return GRPOConfig(**{**fields, **overrides})
