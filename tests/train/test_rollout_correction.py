@@ -12,15 +12,7 @@ import math
 
 import pytest
 import torch
-from train_helpers import grpo_rows, tiny_grpo_args
-from transformers import (
-    LogitsProcessorList,
-    MinPLogitsWarper,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from train_helpers import grpo_rows, independent_processors, tiny_grpo_args
 
 from r1lab.decoding import Sampling, decode_shared_prefix
 from r1lab.models import cpu_has_fast_bf16
@@ -64,21 +56,6 @@ def batch(trainer):
 
 
 # --- the decoder's sampling log-probs ------------------------------------------------------------------
-
-
-def independent_processors(s: Sampling) -> LogitsProcessorList:
-    """transformers' processors built here from the settings, not through Sampling.processors()."""
-    procs = LogitsProcessorList()
-    if s.repetition_penalty != 1.0:
-        procs.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
-    procs.append(TemperatureLogitsWarper(s.temperature))
-    if s.top_k:
-        procs.append(TopKLogitsWarper(s.top_k))
-    if s.top_p < 1.0:
-        procs.append(TopPLogitsWarper(s.top_p))
-    if s.min_p is not None:
-        procs.append(MinPLogitsWarper(s.min_p))
-    return procs
 
 
 @pytest.mark.parametrize(

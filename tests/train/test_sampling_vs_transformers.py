@@ -9,14 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
-from transformers import (
-    LogitsProcessorList,
-    MinPLogitsWarper,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from train_helpers import independent_processors
 
 from r1lab.decoding import Sampling, decode_shared_prefix
 
@@ -33,16 +26,7 @@ def lively(redrawn_tiny):
 
 def transformers_probs(model, ids: list[int], s: Sampling) -> torch.Tensor:
     """The next-token distribution after ``ids`` as ``generate(do_sample=True, ...)`` draws it."""
-    procs = LogitsProcessorList()
-    if s.repetition_penalty != 1.0:
-        procs.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
-    procs.append(TemperatureLogitsWarper(s.temperature))
-    if s.top_k:
-        procs.append(TopKLogitsWarper(s.top_k))
-    if s.top_p < 1.0:
-        procs.append(TopPLogitsWarper(s.top_p))
-    if s.min_p:
-        procs.append(MinPLogitsWarper(s.min_p))
+    procs = independent_processors(s)
     x = torch.tensor([ids])
     with torch.no_grad():
         logits = model(x).logits[:, -1, :].float()

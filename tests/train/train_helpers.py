@@ -39,3 +39,29 @@ def tiny_grpo_args(output_dir, **overrides):
         seed=0,
     )
     return GRPOConfig(**{**fields, **overrides})
+
+
+def independent_processors(s):
+    """transformers' own logits processors for a :class:`r1lab.decoding.Sampling`, built here from its
+    settings (not through ``Sampling.processors()``), so tests compare the decoder with an independent
+    warped distribution: what ``generate(do_sample=True, ...)`` draws from."""
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    if s.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
+    procs.append(TemperatureLogitsWarper(s.temperature))
+    if s.top_k:
+        procs.append(TopKLogitsWarper(s.top_k))
+    if s.top_p < 1.0:
+        procs.append(TopPLogitsWarper(s.top_p))
+    if s.min_p:
+        procs.append(MinPLogitsWarper(s.min_p))
+    return procs
