@@ -41,6 +41,10 @@ ROLLOUTS = {
     "r1lab": {"rollout_dtype": "float32"},
     "r1lab-int8": {"rollout_dtype": "int8"},
     "r1lab-bf16": {"rollout_dtype": "bf16"},
+    # Halves of r1lab's step, for telling which one a device gains from (gpu_check runs them on CUDA):
+    # TRL's generation with r1lab's loss, and r1lab's decoder with TRL's one-forward-per-row loss.
+    "r1lab-trl-rollouts": {"rollout_dtype": "float32", "rollout_engine": "trl"},
+    "r1lab-per-row-loss": {"rollout_dtype": "float32", "share_prompt_forward": False},
 }
 
 

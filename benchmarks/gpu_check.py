@@ -66,6 +66,7 @@ class Plan:
             self.large_grpo = {"num_generations": 2, "per_device_train_batch_size": 4}
             self.large_grpo |= {"gradient_accumulation_steps": 2, "max_completion_length": 8}
             self.seed_steps, self.large_steps = 2, 1
+            self.grpo_halves = ("r1lab-trl-rollouts",)
             # tiny's tokenizer is character-level: a prompt with the seed's system prompt is ~700 tokens.
             self.sft = {"per_device_train_batch_size": 2, "max_length": 1536, "max_steps": 2}
             self.eval = {"n": 4, "max_new_tokens": 8, "batch_size": 4}
@@ -78,6 +79,8 @@ class Plan:
             self.large_grpo = {"num_generations": 8, "per_device_train_batch_size": 32}
             self.large_grpo |= {"gradient_accumulation_steps": 16, "max_completion_length": 256}
             self.seed_steps, self.large_steps = 4, 2  # the first step of each is a warm-up, not counted
+            # The first H200 run (benchmarks/results/gpu.md) had r1lab slower than TRL: which half is it?
+            self.grpo_halves = ("r1lab-trl-rollouts", "r1lab-per-row-loss")
             self.sft = {"per_device_train_batch_size": 32, "max_length": 512, "max_steps": 6}
             self.eval = {"n": 128, "max_new_tokens": 256, "batch_size": 64}
             self.tests_timeout, self.tests_estimate = 240, 60
@@ -309,12 +312,15 @@ def gpu_tests(plan: Plan) -> dict:
     }
 
 
-def grpo_pair(spec: str, shape: dict, steps: int, peak_gflops: float, workdir: Path) -> dict:
-    """Plain TRL and r1lab GRPO on the same model and settings (bench_grpo's run_one and summarize)."""
+def grpo_pair(
+    spec: str, shape: dict, steps: int, peak_gflops: float, workdir: Path, halves: tuple[str, ...] = ()
+) -> dict:
+    """Plain TRL and r1lab GRPO on the same model and settings (bench_grpo's run_one and summarize);
+    ``halves``: bench_grpo rows that swap one half of r1lab's step for TRL's (which half a device gains from)."""
     from benchmarks.bench_grpo import run_one, summarize
 
     out = {}
-    for engine in ("trl", "r1lab"):
+    for engine in ("trl", "r1lab", *halves):
         raw, info = run_one(engine, shape, spec, steps, workdir / engine)
         out[engine] = {
             **summarize(raw, info["n_params"], info["prompt_tokens_per_step"], peak_gflops),
@@ -322,6 +328,10 @@ def grpo_pair(spec: str, shape: dict, steps: int, peak_gflops: float, workdir: P
         }
         out[engine]["steps"] = raw
         sync()
+    for engine in halves:
+        out[engine]["speedup_over_trl"] = out[engine]["seconds_per_step"] and (
+            out["trl"]["seconds_per_step"] / out[engine]["seconds_per_step"]
+        )
     out["speedup_tokens_per_second"] = (
         out["r1lab"]["completion_tokens_per_second"] / out["trl"]["completion_tokens_per_second"]
     )
@@ -464,7 +474,7 @@ class Budget:
         return result
 
 
-def check(plan: Plan, wheels: Path, budget_s: float, save=lambda result: None) -> dict:
+def check(plan: Plan, wheels: Path, budget_s: float, save=lambda result: None, parts=()) -> dict:
     """Run every part in order while the budget lasts; ``save`` gets the result after each part, so a run
     stopped from outside still leaves what it measured."""
     from benchmarks.bench_grpo import settings
@@ -493,7 +503,8 @@ def check(plan: Plan, wheels: Path, budget_s: float, save=lambda result: None) -
         return part
 
     budget = Budget(budget_s, result["results"])
-    saved(budget.run("gpu tests", plan.tests_estimate, gpu_tests, plan))
+    if not parts or "gpu tests" in parts:
+        saved(budget.run("gpu tests", plan.tests_estimate, gpu_tests, plan))
     peak = saved(budget.run("matmul peak", 0, matmul_peak, plan))
     result["peak_gflops"] = peak_gflops = peak["gflops"] if peak else float("nan")
     with tempfile.TemporaryDirectory(prefix="r1lab-gpu-check-") as tmp:
@@ -511,8 +522,11 @@ def check(plan: Plan, wheels: Path, budget_s: float, save=lambda result: None) -
                 result["results"][label] = {"status": "skipped", "why": f"model {model} could not be built"}
                 continue
             spec, work = str(tmp / model), tmp / label.replace(" ", "-")
+            if parts and not any(label.startswith(p) for p in parts):
+                continue
             if kind == "grpo":
-                budget.run(label, estimate, grpo_pair, spec, *shapes[shape], peak_gflops, work)
+                args = (spec, *shapes[shape], peak_gflops, work, plan.grpo_halves)
+                budget.run(label, estimate * (1 + len(plan.grpo_halves) / 2), grpo_pair, *args)
             elif kind == "sft":
                 budget.run(label, estimate, sft_speed, spec, plan.sft, peak_gflops, work)
             else:
@@ -557,6 +571,17 @@ def summary_table(result: dict) -> str:
                     f"update {100 * t['update_fraction_of_peak']:.0f}% / {100 * o['update_fraction_of_peak']:.0f}%",
                 )
             )
+            for half in (k for k in r if k.startswith("r1lab-")):
+                h = r[half]
+                rows.append(
+                    (
+                        f"  {half}",
+                        "",
+                        f"{_rate(h['completion_tokens_per_second'])} ({h['seconds_per_step']:.2f} s/step)",
+                        f"{h['speedup_over_trl']:.2f}x",
+                        f"update {100 * h['update_fraction_of_peak']:.0f}%",
+                    )
+                )
         elif name.startswith("sft "):
             rows.append(
                 (
@@ -619,6 +644,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where gpu.json / gpu.md go")
     parser.add_argument("--wheels", type=Path, default=WHEELS, help="the folder `make gpu-wheels` filled")
     parser.add_argument("--budget", type=float, default=450.0, help="seconds for all parts (default 450)")
+    parser.add_argument(
+        "--parts",
+        default="",
+        help="comma-separated part names to run (prefixes: 'gpu tests,grpo'); default all",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -645,7 +675,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(out / "gpu.json", result)
         atomic_write_text(out / "gpu.md", markdown(result, summary_table(result)))
 
-    result = check(plan, args.wheels, args.budget, save)
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    result = check(plan, args.wheels, args.budget, save, parts)
     print(summary_table(result))
     print(f"[gpu-check] wrote {out / 'gpu.json'} and gpu.md", flush=True)
     failed = [n for n, r in result["results"].items() if r["status"] == "failed"]

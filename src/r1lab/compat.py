@@ -127,6 +127,18 @@ def summon_full_params(trainer):
     return dist.summon_full_params(trainer.model_wrapped, recurse=False)
 
 
+def parameters_freed_after_forward(trainer) -> str | None:
+    """The sharding that frees each module's gathered weights after its forward (FSDP, DeepSpeed ZeRO-3),
+    or None. Their backward hooks gather the weights again for the module's own backward only."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return "FSDP"
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        plugin = getattr(getattr(trainer.accelerator, "state", None), "deepspeed_plugin", None)
+        if getattr(plugin, "zero_stage", None) == 3:
+            return "DeepSpeed ZeRO-3"
+    return None
+
+
 def trainer_tokenizer(trainer):
     """The text tokenizer of a GRPOTrainer (its processing class, or the processor's tokenizer)."""
     return getattr(trainer, "_tokenizer", None) or trainer.processing_class

@@ -78,7 +78,9 @@ class StageConfig:
         "bf16, or int8 (a quantized copy); the loss corrects for a precision other than training's",
     )
     share_prompt_forward: bool = _field(
-        True, "grpo: run each prompt once for all its completions in the loss (exact, faster)"
+        True,
+        "grpo: run each prompt once for all its completions in the loss (exact; faster on CPUs, so used there "
+        "only: on a GPU the per-row loss measured faster)",
     )
     dynamic_sampling: bool = _field(
         False,

@@ -270,7 +270,14 @@ def save_final_model(trainer, tokenizer, final_dir: str | Path, run: RunConfig |
     accelerator = getattr(trainer, "accelerator", None)
     model = accelerator.unwrap_model(trainer.model) if accelerator is not None else trainer.model
     state_dict = None
-    if accelerator is not None and not hasattr(model, "merge_and_unload") and accelerator.num_processes > 1:
+    # FSDP2 leaves DTensor shards in the module even on one process (save_pretrained of those fails with
+    # "invalid python storage", seen on an H200), so a sharded engine always gathers.
+    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+    if (
+        accelerator is not None
+        and not hasattr(model, "merge_and_unload")
+        and (accelerator.num_processes > 1 or sharded)
+    ):
         state_dict = accelerator.get_state_dict(trainer.model)  # collective; full weights on rank 0
     if trainer.is_world_process_zero():
         with atomic_dir(final_dir) as tmp:

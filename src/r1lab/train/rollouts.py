@@ -33,6 +33,7 @@ from trl import GRPOTrainer
 from r1lab.compat import (
     GRPO_HOOK_SIGNATURES,
     grpo_hook_problems,
+    parameters_freed_after_forward,
     profiling_context,
     summon_full_params,
     trainer_tokenizer,
@@ -50,6 +51,27 @@ from r1lab.train.rollout_correction import Correction, importance_ratio, mismatc
 log = logging.getLogger(__name__)
 
 ROLLOUT_ENGINES = ("r1lab", "trl")
+
+
+def shared_prompt_forward_applies(
+    wanted: bool, *, gradient_checkpointing: bool, device_type: str, resharded: str | None
+) -> tuple[bool, str | None]:
+    """Whether the loss runs each prompt once for all its completions (:mod:`r1lab.train.shared_prompt`),
+    and why not when it was wanted but does not apply."""
+    if not wanted:
+        return False, None
+    if gradient_checkpointing:  # recomputation runs without a KV cache
+        return False, "gradient checkpointing recomputes without the prompt's KV cache"
+    if resharded:
+        # The completion forward's backward reaches the prompt forward's K/V projections through the cache
+        # after the layer's own backward has freed its gathered weights again (on an H200 under FSDP2:
+        # "setStorage ... out of bounds for storage of size 0"; tests/test_fsdp_cpu.py shows it on the CPU).
+        return False, f"{resharded} frees each layer's gathered weights after its forward"
+    if device_type != "cpu":
+        # Measured on an H200 (benchmarks/results/gpu-halves.md): the per-row loss took 2.4 s against the
+        # shared one's 5.8 s per step, whose bucketed, cache-indexed forwards are launch- and sync-bound.
+        return False, f"on {device_type} TRL's per-row loss measured faster"
+    return True, None
 
 
 class R1labGRPOTrainer(GRPOTrainer):
@@ -85,8 +107,14 @@ class R1labGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.rollout_engine = rollout_engine
         self.rollout_dtype = rollout_dtype
-        # gradient checkpointing recomputes without a KV cache, so the shared prompt forward cannot apply
-        self.share_prompt_forward = share_prompt_forward and not self.args.gradient_checkpointing
+        self.share_prompt_forward, why_not = shared_prompt_forward_applies(
+            share_prompt_forward,
+            gradient_checkpointing=self.args.gradient_checkpointing,
+            device_type=self.accelerator.device.type,
+            resharded=parameters_freed_after_forward(self),
+        )
+        if why_not:
+            log.info("GRPO loss: one forward per row (%s)", why_not)
         self._fallback_logged = False
         self._uncorrected_warned = False
         self.sampling, why = sampling_from_generation_config(self.generation_config)
