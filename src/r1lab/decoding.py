@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from r1lab.compat import cache_argument
 from r1lab.errors import UserError
+from r1lab.prepacked import prepacked_linears
 
 
 @dataclass(frozen=True)
@@ -302,45 +303,52 @@ def decode_shared_prefix(
 
     sampling = sampling or Sampling(temperature=temperature, top_p=top_p)
     counts = [per_prompt] * len(rows) if isinstance(per_prompt, int) else list(per_prompt)
-    batch = _Batch(model, capacity=max(len(r) for r in rows) + max_new_tokens)
-    logits, mask = _prefill(batch, rows, pad_id)
-    next_position = torch.tensor([len(r) for r in rows], device=batch.device)
-    seen = _seen_tokens(rows, batch.device) if sampling.repetition_penalty != 1.0 else None
-    if any(c != 1 for c in counts):  # copy each prompt's prefilled state to its samples
-        expand = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(counts)).to(batch.device)
-        batch.select(expand)
-        mask, logits, next_position = mask[expand], logits[expand], next_position[expand]
-        seen = seen[expand] if seen is not None else None
+    # weights packed once per call for MKL's GEMM (fp32 CPU; r1lab.prepacked): outputs are bit-identical
+    with prepacked_linears(model, sum(counts)):
+        batch = _Batch(model, capacity=max(len(r) for r in rows) + max_new_tokens)
+        logits, mask = _prefill(batch, rows, pad_id)
+        next_position = torch.tensor([len(r) for r in rows], device=batch.device)
+        seen = _seen_tokens(rows, batch.device) if sampling.repetition_penalty != 1.0 else None
+        if any(c != 1 for c in counts):  # copy each prompt's prefilled state to its samples
+            expand = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(counts)).to(batch.device)
+            batch.select(expand)
+            mask, logits, next_position = mask[expand], logits[expand], next_position[expand]
+            seen = seen[expand] if seen is not None else None
 
-    processors = sampling.processors()
-    eos_ids = torch.tensor(sorted(eos) or [-1], device=batch.device)
-    outputs: list[list[int]] = [[] for _ in range(sum(counts))]
-    if logprobs is not None:
-        logprobs[:] = [[] for _ in outputs]
-    alive = torch.arange(sum(counts), device=batch.device)
-    for step in range(max_new_tokens):
-        if processors:
-            logits = processors(seen, logits)
-        tokens = logits.argmax(dim=-1) if sampling.greedy else sample_tokens(logits)
-        for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
-            outputs[row].append(token)
+        processors = sampling.processors()
+        eos_ids = torch.tensor(sorted(eos) or [-1], device=batch.device)
+        outputs: list[list[int]] = [[] for _ in range(sum(counts))]
         if logprobs is not None:
-            for row, lp in zip(alive.tolist(), token_logprobs(logits, tokens).tolist(), strict=True):
-                logprobs[row].append(lp)
-        running = ~torch.isin(tokens, eos_ids)
-        if on_step is not None:
-            finished = len(outputs) - int(running.sum())
-            on_step(max((step + 1) / max_new_tokens, finished / len(outputs)))
-        if step == max_new_tokens - 1 or not running.any():
-            break
-        if not running.all():
-            keep = running.nonzero().squeeze(1)
-            batch.select(keep)
-            mask, alive, tokens, next_position = mask[keep], alive[keep], tokens[keep], next_position[keep]
-            seen = seen[keep] if seen is not None else None
-        if seen is not None:
-            seen = torch.cat([seen, tokens[:, None]], dim=1)
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        logits = batch.forward(tokens[:, None], mask, next_position[:, None])
-        next_position = next_position + 1
-    return outputs
+            logprobs[:] = [[] for _ in outputs]
+        alive = torch.arange(sum(counts), device=batch.device)
+        for step in range(max_new_tokens):
+            if processors:
+                logits = processors(seen, logits)
+            tokens = logits.argmax(dim=-1) if sampling.greedy else sample_tokens(logits)
+            for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
+                outputs[row].append(token)
+            if logprobs is not None:
+                for row, lp in zip(alive.tolist(), token_logprobs(logits, tokens).tolist(), strict=True):
+                    logprobs[row].append(lp)
+            running = ~torch.isin(tokens, eos_ids)
+            if on_step is not None:
+                finished = len(outputs) - int(running.sum())
+                on_step(max((step + 1) / max_new_tokens, finished / len(outputs)))
+            if step == max_new_tokens - 1 or not running.any():
+                break
+            if not running.all():
+                keep = running.nonzero().squeeze(1)
+                batch.select(keep)
+                mask, alive, tokens, next_position = (
+                    mask[keep],
+                    alive[keep],
+                    tokens[keep],
+                    next_position[keep],
+                )
+                seen = seen[keep] if seen is not None else None
+            if seen is not None:
+                seen = torch.cat([seen, tokens[:, None]], dim=1)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            logits = batch.forward(tokens[:, None], mask, next_position[:, None])
+            next_position = next_position + 1
+        return outputs
