@@ -58,15 +58,39 @@ def test_greedy_decoding_is_token_for_token_the_same():
     assert packed == plain
 
 
-def test_nothing_is_packed_with_gradients_on_or_other_dtypes():
+def test_nothing_is_packed_with_gradients_on_or_for_fp16():
     model = _model()
-    with prepacked_linears(model, rows=2) as n:  # grad enabled: the packed op has no backward
+    with prepacked_linears(model, rows=2) as n:  # grad enabled: the packed ops have no backward
         assert n == 0
-    with torch.no_grad(), prepacked_linears(model.to(torch.bfloat16), rows=2) as n:
+    with torch.no_grad(), prepacked_linears(model.to(torch.float16), rows=2) as n:
         assert n == 0
+
+
+def test_a_bf16_model_gives_the_same_logits_packed():
+    model = _model().to(torch.bfloat16)
+    ids = torch.randint(0, 97, (2, 7))
+    with torch.no_grad():
+        plain = model(ids).logits
+        with prepacked_linears(model, rows=2) as n:
+            assert n == 15
+            packed = model(ids).logits
+    torch.testing.assert_close(packed, plain, rtol=0, atol=0)
 
 
 def _no_packing():
     import contextlib
 
     return contextlib.nullcontext(0)
+
+
+def test_under_autocast_a_packed_layer_computes_as_f_linear():
+    """accelerate wraps a mixed-precision model's forward in autocast: the layers then take bf16 inputs."""
+    model = _model()
+    ids = torch.randint(0, 97, (2, 7))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(ids).logits
+        with prepacked_linears(model, rows=2) as n:
+            assert n > 0
+            packed = model(ids).logits
+    assert packed.dtype == plain.dtype
+    torch.testing.assert_close(packed, plain, rtol=0, atol=0)
