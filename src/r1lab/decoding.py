@@ -303,7 +303,7 @@ def decode_shared_prefix(
 
     sampling = sampling or Sampling(temperature=temperature, top_p=top_p)
     counts = [per_prompt] * len(rows) if isinstance(per_prompt, int) else list(per_prompt)
-    # weights packed once per call for MKL's GEMM (fp32 CPU; r1lab.prepacked): outputs are bit-identical
+    # weights packed once per call for the CPU's GEMM (r1lab.prepacked): ~2x faster steps under bf16
     with prepacked_linears(model, sum(counts)):
         batch = _Batch(model, capacity=max(len(r) for r in rows) + max_new_tokens)
         logits, mask = _prefill(batch, rows, pad_id)

@@ -3,7 +3,7 @@
 A decode step multiplies a few rows by every weight matrix once, so it is bound by reading the weights. Each
 ``F.linear`` call re-packs its weight into the GEMM library's layout on the fly (and under bf16 autocast
 first casts the fp32 weight to bf16). Measured on SmolLM2-135M's shapes at 16 rows on a 2-core Xeon (AMX),
-weights packed once, outputs bit-identical:
+weights packed once:
 
 - fp32, MKL (``torch.ops.mkl._mkl_linear``): 20-27% faster (LM head 10.4 -> 7.6 ms);
 - bf16, oneDNN (``torch.ops.mkldnn._linear_pointwise``): ~2x faster (LM head 4.6 -> 2.0 ms, an MLP
@@ -12,6 +12,12 @@ weights packed once, outputs bit-identical:
 Weights change after every optimizer step, so packing is done anew for each decode call, lazily: a layer is
 packed for the precision it first runs in (fp32, bf16, or bf16 autocast over fp32 weights, which is what
 accelerate's mixed precision wraps a model's forward in), one pass over the weights per call.
+
+The packed GEMMs are other kernels: for most shapes measured their outputs equal ``F.linear``'s bit for bit,
+for some (bf16 with several hundred rows, as in a prefill; fp32 when the row count equals the packing hint)
+they differ in the last bits, as any change of GEMM kernel may. A seeded run still reproduces itself on the
+same machine; it need not reproduce a run made without packing token for token. ``R1LAB_PREPACK=0`` turns
+packing off.
 
 Only plain ``torch.nn.Linear`` layers with CPU weights are packed, only under ``torch.no_grad`` (the packed
 ops have no backward), and a layer whose ``forward`` is already replaced on the instance (accelerate hooks,
@@ -26,8 +32,13 @@ from collections.abc import Iterator
 
 
 def packing_available() -> bool:
+    """MKL and oneDNN's packed GEMMs are in this torch build, and ``R1LAB_PREPACK`` is not ``0``."""
+    import os
+
     import torch
 
+    if os.environ.get("R1LAB_PREPACK", "1") == "0":  # for A/B measurements and bisecting numerics
+        return False
     return (
         bool(torch._C.has_mkl)
         and hasattr(torch.ops.mkl, "_mkl_linear")
