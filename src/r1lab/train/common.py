@@ -242,7 +242,7 @@ def train_from(trainer, resume: str | None, stage_name: str) -> None:
     """
     import json
 
-    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+    sharded = sharded_engine(trainer)
     if resume:
         state = json.loads((Path(resume) / "trainer_state.json").read_text())
         done = trainer.args.max_steps > 0 and state.get("global_step", 0) >= trainer.args.max_steps
@@ -254,6 +254,12 @@ def train_from(trainer, resume: str | None, stage_name: str) -> None:
             return
         log.info("%s: resuming from %s", stage_name, resume)
     trainer.train(resume_from_checkpoint=resume)
+
+
+def sharded_engine(trainer) -> bool:
+    """Whether the trainer's model lives in DeepSpeed's or FSDP's engine (weights load into it and gather out
+    of it through the engine, not the module)."""
+    return bool(getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False))
 
 
 def save_final_model(trainer, tokenizer, final_dir: str | Path, run: RunConfig | None = None) -> Path:
@@ -272,7 +278,7 @@ def save_final_model(trainer, tokenizer, final_dir: str | Path, run: RunConfig |
     state_dict = None
     # FSDP2 leaves DTensor shards in the module even on one process (save_pretrained of those fails with
     # "invalid python storage", seen on an H200), so a sharded engine always gathers.
-    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+    sharded = sharded_engine(trainer)
     if (
         accelerator is not None
         and not hasattr(model, "merge_and_unload")

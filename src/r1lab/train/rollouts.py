@@ -65,7 +65,7 @@ def shared_prompt_forward_applies(
     if resharded:
         # The completion forward's backward reaches the prompt forward's K/V projections through the cache
         # after the layer's own backward has freed its gathered weights again (on an H200 under FSDP2:
-        # "setStorage ... out of bounds for storage of size 0"; tests/test_fsdp_cpu.py shows it on the CPU).
+        # "setStorage ... out of bounds for storage of size 0"; tests/train/test_sharded_loss.py shows it on the CPU).
         return False, f"{resharded} frees each layer's gathered weights after its forward"
     if device_type != "cpu":
         # Measured on an H200 (benchmarks/results/gpu-halves.md): the per-row loss took 2.4 s against the
