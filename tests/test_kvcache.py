@@ -99,3 +99,22 @@ def test_grouped_query_attention_read_in_place_gives_the_same_logits(lively, mon
     assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ  # put back as it was
     for a, b in zip(grouped, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # float rounding: another kernel path
+
+
+def test_under_cpu_bf16_autocast_keys_are_kept_in_bf16_and_logits_are_bit_identical(lively):
+    """Attention casts the keys to bf16 under autocast anyway; keeping them in bf16 changes no bit (works on
+    CPUs with or without native bf16: only speed differs, and the tiny model is small)."""
+    model, _ = lively
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = preallocated_cache(model.config, capacity=12)
+        ours = _life_cycle(model, cache)
+        dynamic = DynamicCache(config=model.config)
+        theirs = _life_cycle(model, dynamic)
+    assert cache.layers[0]._keys.dtype == torch.bfloat16
+    assert dynamic.layers[0].keys.dtype == torch.float32  # what attention was given to cast, step by step
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():  # without autocast the cache keeps the model's dtype
+        cache = preallocated_cache(model.config, capacity=12)
+        _life_cycle(model, cache)
+    assert cache.layers[0]._keys.dtype == torch.float32

@@ -39,6 +39,24 @@ def cpu_sdpa_gqa(device):
         os.environ.pop(_FORCE_GQA, None)
 
 
+def storage_dtype(states):
+    """The dtype the cache keeps ``states`` in: under CPU autocast to a lower precision, that precision.
+
+    There, Llama-style models add rotary embeddings in fp32 (fp32 keys) while the value projection gives
+    bf16 values, and attention casts everything it reads to bf16 on every call: with fp32 keys, one copy
+    of the whole key cache per layer per step. Stored as bf16, the keys are the numbers attention would
+    have cast them to (fp32 -> bf16 rounds the same either way), so the output is bit for bit the same
+    (``tests/test_kvcache.py``) and the copies go. Limited to the CPU, where this was measured.
+    """
+    import torch
+
+    if states.device.type == "cpu" and torch.is_autocast_enabled("cpu") and states.is_floating_point():
+        low = torch.get_autocast_dtype("cpu")
+        if states.element_size() > low.itemsize:
+            return low
+    return states.dtype
+
+
 class PreallocatedLayer(DynamicLayer):
     """One layer's keys and values in a ``[rows, heads, capacity, head_dim]`` buffer; ``keys``/``values``
     are views of its first ``length`` positions (what ``DynamicLayer`` code reads)."""
@@ -52,8 +70,9 @@ class PreallocatedLayer(DynamicLayer):
     def lazy_initialization(self, key_states, value_states) -> None:
         self.device = key_states.device
         rows, heads, _, dim = key_states.shape
-        self._keys = key_states.new_empty((rows, heads, self.capacity, dim))
-        self._values = value_states.new_empty((rows, heads, self.capacity, value_states.shape[-1]))
+        dtype = storage_dtype(key_states)
+        self._keys = key_states.new_empty((rows, heads, self.capacity, dim), dtype=dtype)
+        self._values = value_states.new_empty((rows, heads, self.capacity, value_states.shape[-1]), dtype=dtype)
         self.length = 0
         self.is_initialized = True
 
