@@ -72,7 +72,9 @@ class PreallocatedLayer(DynamicLayer):
         rows, heads, _, dim = key_states.shape
         dtype = storage_dtype(key_states)
         self._keys = key_states.new_empty((rows, heads, self.capacity, dim), dtype=dtype)
-        self._values = value_states.new_empty((rows, heads, self.capacity, value_states.shape[-1]), dtype=dtype)
+        self._values = value_states.new_empty(
+            (rows, heads, self.capacity, value_states.shape[-1]), dtype=dtype
+        )
         self.length = 0
         self.is_initialized = True
 
