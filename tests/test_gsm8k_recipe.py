@@ -58,25 +58,25 @@ def test_gsm8k_recipe_runs_on_tiny(tmp_path, r1lab_cache):
     assert summary["base_metrics"]["n_items"] == 4
 
 
-def test_the_recipes_commented_grpo_stage_is_a_valid_stage(tmp_path, capsys):
-    """The GRPO stage the recipe offers in comments (measured in docs/gsm8k.md) still validates when added."""
-    text = (Path(__file__).parents[1] / "src" / "r1lab" / "recipes" / "gsm8k.yaml").read_text()
-    block = text[text.index("Add it under `stages:`:") :].split("\n", 1)[1]
-    stage = "\n".join(line.removeprefix("#") for line in block.splitlines() if line.startswith("#  "))
-    recipe = tmp_path / "gsm8k-grpo.yaml"
-    recipe.write_text(text + stage + "\n")
+def test_the_gsm8k_grpo_recipe_is_valid_with_a_pass_rate_file(tmp_path, capsys):
+    """recipes/gsm8k-grpo.yaml (GRPO after the SFT model, measured in docs/gsm8k.md) validates once its
+    pass-rate file exists, and is refused (exit 2) while it does not."""
+    import json
+
     data = gsm8k_file(tmp_path / "train.jsonl")
-    argv = [
-        "run",
-        "--config",
-        str(recipe),
-        "--model",
-        "tiny",
-        "--data",
-        str(data),
-        "--eval_n",
-        "4",
-        "--dry-run",
-    ]
+    problems = [json.loads(line)["question"] for line in data.read_text().splitlines()]
+    rates = tmp_path / "pass_rates.jsonl"
+    rates.write_text(
+        "".join(
+            json.dumps({"problem": q, "pass_rate": 0.25 if i % 2 else 0.0}) + "\n"
+            for i, q in enumerate(problems)
+        )
+    )
+    argv = ["run", "--config", "recipes/gsm8k-grpo.yaml", "--model", "tiny", "--data", str(data)]
+    argv += ["--grpo.pass_rate_file", str(rates), "--eval_n", "4", "--dry-run"]
     assert main(argv) == 0
-    assert "kind: grpo" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pass_rate_band" in out and "dynamic_sampling: true" in out
+    argv[argv.index(str(rates))] = str(tmp_path / "missing.jsonl")
+    assert main(argv) == 2
+    assert "pass_rate_file not found" in capsys.readouterr().err
