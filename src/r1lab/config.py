@@ -74,8 +74,9 @@ class StageConfig:
     )
     rollout_dtype: str = _field(
         "auto",
-        "grpo: dtype rollouts decode in: auto (bf16 on CPUs with native bf16, else the model's), float32, "
-        "bf16, or int8 (a quantized copy); the loss corrects for a precision other than training's",
+        "grpo: dtype rollouts decode in: auto (the learner's own precision; a bf16 copy only for an fp32 "
+        "learner on a CPU with native bf16), float32, bf16, or int8 (a quantized copy); the loss corrects "
+        "for a precision other than training's",
     )
     share_prompt_forward: bool = _field(
         True,

@@ -202,16 +202,25 @@ def test_correction_applies_whenever_rollout_and_training_precision_differ(livel
 
 
 @pytest.mark.dtype
-def test_default_rollouts_are_corrected_on_cpus_with_native_bf16(lively, tmp_path, tiny_run):
-    """``rollout_dtype: auto`` decodes in bf16 where the CPU has native bf16 (R1LAB_CPU_BF16 flips it):
-    then, and only then, the correction is on."""
+@pytest.mark.dtype
+@pytest.mark.parametrize("bf16", [None, False])  # None: r1lab's default (bf16 where the CPU has it)
+def test_default_rollouts_decode_the_learners_weights_unless_an_fp32_learner_runs_on_native_bf16(
+    lively, tmp_path, tiny_run, bf16
+):
+    """``rollout_dtype: auto`` decodes the learner's own weights in its own precision (bf16 autocast where
+    the CPU has native bf16; R1LAB_CPU_BF16 flips it); only an fp32 learner on a native-bf16 CPU gets a bf16
+    copy. The correction is on exactly where the CPU has native bf16 (autocast or the copy), off otherwise."""
     from r1lab.train.common import build_trl_args
     from r1lab.train.grpo import rollout_choice
 
-    run = tiny_run({"name": "grpo", "kind": "grpo"})
+    run = tiny_run({"name": "grpo", "kind": "grpo"} | ({} if bf16 is None else {"bf16": bf16}))
     stage = run.stages[0]
     args = build_trl_args(stage, run, tmp_path / "args")
-    engine, dtype, _ = rollout_choice(stage, run, args, lively[0])
+    assert args.bf16 == (bf16 is None and cpu_has_fast_bf16())
+    engine, dtype, why = rollout_choice(stage, run, args, lively[0])
+    copy_wanted = cpu_has_fast_bf16() and not args.bf16
+    assert engine == "r1lab" and dtype == (torch.bfloat16 if copy_wanted else None)
+    assert ("learner's precision" in why) == bool(args.bf16)
     trainer = make_trainer(lively, tmp_path, rollout_dtype=dtype, bf16=args.bf16)
     assert (trainer.correction() is not None) == cpu_has_fast_bf16()
 

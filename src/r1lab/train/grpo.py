@@ -166,8 +166,12 @@ def _reward_index(stage: StageConfig, reward_funcs: list) -> str | int:
 def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str, object, str]:
     """``(engine, dtype or None, why)`` for the stage's rollouts from ``rollout_engine`` / ``rollout_dtype``.
 
-    ``auto``: r1lab's decoder unless vLLM generates; decoding in bf16 on a CPU with native bf16 (a bf16 copy
-    of the fp32 training weights, made once per generation batch), else in the weights' own dtype.
+    ``auto``: r1lab's decoder unless vLLM generates, decoding the learner's own weights in its own precision
+    (under its bf16 autocast where it has one), except for a learner in plain fp32 on a CPU with native bf16:
+    there a bf16 copy of the weights, made once per generation batch, decodes faster. Under bf16 autocast the
+    decoder multiplies with bf16 weights packed once per call (``r1lab.prepacked``) and measured faster than
+    the bf16 copy (8.8-8.9 against 9.7-10.1 s a step, docs/grpo-speed.md). Either way the loss corrects for
+    what differs from the learner's forward (``rollout_mismatch``).
     ``int8``: a copy with int8 linear layers, made once per generation batch (``torch.int8`` stands for it).
     """
     import torch
@@ -185,7 +189,9 @@ def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str
         return engine, dtype, f" in {str(dtype).removeprefix('torch.')} (rollout_dtype)"
     on_cpu = next(model.parameters()).device.type == "cpu"
     if engine == "r1lab" and on_cpu and weights == torch.float32 and cpu_has_fast_bf16():
-        return engine, torch.bfloat16, " in bfloat16 (this CPU has native bf16)"
+        if args.bf16:
+            return engine, None, " in the learner's precision (its fp32 weights under its bf16 autocast)"
+        return engine, torch.bfloat16, " in bfloat16 (this CPU has native bf16; the learner is fp32)"
     return engine, None, f" in {str(weights).removeprefix('torch.')}"
 
 
