@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1lab.allocator import keep_freed_memory
 from r1lab.answers import TAGS
 from r1lab.errors import UserError
 from r1lab.io import atomic_dir, cache_dir, damaged_weights, hub_offline
@@ -397,6 +398,8 @@ def load_model(
     path = resolve_model(spec, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     device = pick_device(device)
+    if device == "cpu":  # every step reallocates the same large tensors: keep them off mmap (r1lab.allocator)
+        keep_freed_memory()
     torch_dtype = pick_dtype(device, dtype, for_training=for_training)
     try:
         model = AutoModelForCausalLM.from_pretrained(
