@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from r1lab import decode_step
 from r1lab.compat import cache_argument
 from r1lab.errors import UserError
 from r1lab.prepacked import prepacked_linears
@@ -193,6 +194,9 @@ class _Batch:
         self.device = next(model.parameters()).device
         self.cache = preallocated_cache(model.config, capacity)  # written in place, no per-step copies
         self.length = 0  # cache length, padding included
+        self.lean: bool | None = (
+            None  # decoding steps through r1lab.decode_step (same numbers, less overhead)
+        )
         self.torch = torch
 
     def forward(self, ids, mask, positions):
@@ -201,6 +205,13 @@ class _Batch:
 
         torch = self.torch
         steps = ids.shape[1]
+        if steps == 1:
+            if self.lean is None:  # decided once per batch: the model and cache do not change kind
+                self.lean = decode_step.supported(self.model, self.cache)
+            if self.lean:
+                logits = decode_step.decode_step(self.model, self.cache, ids, mask, positions)
+                self.length += 1
+                return logits.float()
         with cpu_sdpa_gqa(self.device):  # no per-step copy of the cache per query head
             out = self.model(
                 input_ids=ids,
