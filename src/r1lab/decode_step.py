@@ -44,27 +44,27 @@ def supported(model, cache) -> bool:
     config = model.config
     if config._attn_implementation != "sdpa" or getattr(config, "pretraining_tp", 1) != 1:
         return False
-    if model.lm_head.weight.device.type != "cpu" or model.training:
+    if model.training or any(p.device.type != "cpu" for p in model.parameters()):
         return False
     inner = model.model
-    norms = [inner.norm]
-    parts = [model, inner, inner.embed_tokens, inner.norm, inner.rotary_emb, model.lm_head]
+    norms, linears = [inner.norm], [model.lm_head]
+    parts = [model, inner, inner.embed_tokens, inner.rotary_emb]
     for layer in inner.layers:
         attn, mlp = layer.self_attn, layer.mlp
         kinds = ((layer, llama.LlamaDecoderLayer), (attn, llama.LlamaAttention), (mlp, llama.LlamaMLP))
         if any(type(part) is not kind for part, kind in kinds):
             return False
+        parts += [layer, attn, mlp]
         norms += [layer.input_layernorm, layer.post_attention_layernorm]
-        parts += [
-            layer,
-            attn,
-            mlp,
-            *norms[-2:],
-            *(getattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")),
-        ]
-        parts += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        linears += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj]
+        linears += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
     if any(type(norm) is not llama.LlamaRMSNorm for norm in norms):
         return False
+    # plain linear layers (prepacked or not): one shared cast to bf16 is what autocast gives each of them
+    # (a quantized copy's layers take their input as it is)
+    if any(type(linear) is not torch.nn.Linear for linear in linears):
+        return False
+    parts += norms + linears
     for part in parts:
         if "forward" in part.__dict__ and not _is_prepacked(part):
             return False

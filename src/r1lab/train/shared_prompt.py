@@ -89,6 +89,26 @@ def length_buckets(lengths, *, overhead: int | None = None, most: int = 4) -> li
     return groups[::-1]  # longest first
 
 
+# Attention scores per layer (rows x heads x queries x keys) up to which the loss forward runs SDPA's math
+# kernel on a CPU. There the fused (flash) kernel's backward is slow for a loss's small, masked shapes: on the
+# seed recipe's (16 rows x 9 heads x 65 queries x ~195 keys; 2 prompts of ~130), r1lab's whole update measured
+# 4.75-4.85 -> 4.23-4.31 s (idle 2-core Xeon, bf16 autocast). The math kernel keeps each layer's attention
+# probabilities for the backward (4 bytes a score), so larger shapes keep the fused kernel.
+MATH_ATTENTION_MAX_SCORES = 4 * 2**20
+
+
+def loss_attention(device, rows: int, heads: int, queries: int, keys: int):
+    """The SDPA kernel choice for one loss forward (see :data:`MATH_ATTENTION_MAX_SCORES`): a context.
+    Both kernels compute softmax(QK^T)V; they round differently."""
+    import contextlib
+
+    if getattr(device, "type", device) != "cpu" or rows * heads * queries * keys > MATH_ATTENTION_MAX_SCORES:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def shared_prompt_logps(
     model, input_ids, attention_mask, logits_to_keep: int, *, autocast, batch_size: int | None = None
 ):
@@ -133,9 +153,11 @@ def _shared_chunk(model, input_ids, attention_mask, logits_to_keep: int, autocas
     prompt_ids, prompt_mask = input_ids[:, :width], attention_mask[:, :width]
     first, group = prompt_groups(prompt_ids, prompt_mask)
     head_ids, head_mask = prompt_ids[first, :-1], prompt_mask[first, :-1]
-    cache = DynamicCache(config=unwrap(model).config)
+    config = unwrap(model).config
+    cache = DynamicCache(config=config)
     key = cache_argument(model)  # the KV cache's keyword in this transformers version
-    with autocast():
+    heads, device = config.num_attention_heads, input_ids.device
+    with autocast(), loss_attention(device, len(first), heads, width - 1, width - 1):
         model(
             input_ids=head_ids,
             attention_mask=head_mask,
@@ -156,13 +178,13 @@ def _shared_chunk(model, input_ids, attention_mask, logits_to_keep: int, autocas
             rows_cache = cache
             cache.batch_select_indices(group.to(input_ids.device))
         else:
-            rows_cache = DynamicCache(config=unwrap(model).config)
+            rows_cache = DynamicCache(config=config)
             for layer, (k, v, *_) in enumerate(cache):
                 rows_cache.update(k[group[index]], v[group[index]], layer)
         tail_ids = input_ids[index, width - 1 : width + keep]
         labels = tail_ids.masked_fill(attention_mask[index, width - 1 : width + keep] == 0, -100)
         labels[:, 0] = -100  # the last prompt token is input only
-        with autocast():
+        with autocast(), loss_attention(device, len(bucket), heads, keep + 1, width + keep):
             out = model(
                 input_ids=tail_ids,
                 attention_mask=attention_mask[index, : width + keep],
