@@ -2,7 +2,6 @@
 (question / answer with <<calc>> annotations and "#### n"), with a validation slice carved by rows=."""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -206,3 +206,34 @@ def test_bf16_rollouts_decode_with_a_bf16_copy_and_leave_training_weights_alone(
     out, _ = trainer._generate_single_turn(ids, None, {}, 2)
     assert len(out) == 2 and all(1 <= len(r) <= 10 for r in out)
     assert next(trainer.model.parameters()).dtype == torch.float32
+
+
+def test_rollouts_step_through_r1labs_decode_step_with_the_same_tokens(lively, tmp_path, monkeypatch):
+    """The trainer's model carries TRL's fused LM head and accelerate's autocast wrapper on the instance;
+    rollouts decode with the class's forward under the trainer's autocast instead (the same computation), so
+    decoding steps go through r1lab.decode_step, and tokens and sampling log-probabilities are what the
+    model's own forward gives. The instance's forward is back afterwards."""
+    from r1lab import decode_step
+
+    trainer = make_trainer(lively, tmp_path, "r1lab")
+    ids = prompt_batch(trainer)
+    patched = trainer.model.__dict__.get("forward")
+    assert patched is not None  # TRL's fused head (and accelerate's wrapper where it mixes precision)
+    calls = []
+    real = decode_step.decode_step
+    monkeypatch.setattr(decode_step, "decode_step", lambda *a: calls.append(1) or real(*a))
+
+    def run():
+        torch.manual_seed(0)
+        monkeypatch.setattr(trainer, "correction", lambda: object())  # ask for sampling log-probs
+        tokens, recorded = trainer._generate_single_turn(ids, None, {}, 4)
+        return tokens, recorded
+
+    ours = run()
+    assert calls  # decoding steps went through decode_step
+    assert trainer.model.__dict__.get("forward") is patched
+    monkeypatch.setenv(decode_step.ENV, "0")
+    n = len(calls)
+    theirs = run()
+    assert len(calls) == n
+    assert ours == theirs

@@ -206,6 +206,7 @@ class R1labGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             summon_full_params(self),
             _decoding_copy(unwrapped, self.rollout_dtype) as model,
+            _class_forward(model, self.accelerator.autocast),
         ):
             completion_ids = rollout(
                 model,
@@ -347,6 +348,37 @@ def _decoding_copy(model, dtype):
         yield clone
     finally:
         del clone
+
+
+def _is_trls_fused_head(forward) -> bool:
+    """``forward`` is TRL's fused-LM-head forward (``add_fused_lm_head``), which without ``fused_lm_head=True``
+    calls the forward it replaced."""
+    code = getattr(getattr(forward, "__func__", forward), "__code__", None)
+    return code is not None and code.co_name == "_fused_forward" and "trl" in code.co_filename
+
+
+@contextlib.contextmanager
+def _class_forward(model, autocast):
+    """Within this block ``model`` runs its class's own forward under the trainer's ``autocast``, where the
+    forward the trainer put on the instance is one computing just that for generation: TRL's fused LM head
+    (a pass-through without ``fused_lm_head``) under accelerate's mixed-precision wrapper (the trainer's
+    autocast, outputs cast to fp32, which the decoder does anyway). The same numbers reach the decoder,
+    and a model without instance patches is one :mod:`r1lab.decode_step` can step through. Any other
+    patch is left as it is (the decoder then calls it)."""
+    patched = model.__dict__.get("forward")
+    inner = model.__dict__.get("_original_forward", patched)  # accelerate keeps what it wrapped here
+    known = patched is not None and (
+        _is_trls_fused_head(inner) or getattr(inner, "__func__", None) is type(model).forward
+    )
+    if not known:
+        yield
+        return
+    del model.forward
+    try:
+        with autocast():
+            yield
+    finally:
+        model.forward = patched
 
 
 def int8_copy(model):
