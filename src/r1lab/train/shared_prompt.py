@@ -173,14 +173,12 @@ def _shared_chunk(model, input_ids, attention_mask, logits_to_keep: int, autocas
     for bucket in buckets:
         keep = max(max(lengths[i] for i in bucket), 1)
         index = torch.tensor(bucket, device=input_ids.device)
-        # each row gets its prompt's cache (an index: differentiable)
-        if len(buckets) == 1:
-            rows_cache = cache
-            cache.batch_select_indices(group.to(input_ids.device))
-        else:
-            rows_cache = DynamicCache(config=config)
-            for layer, (k, v, *_) in enumerate(cache):
-                rows_cache.update(k[group[index]], v[group[index]], layer)
+        # each row gets its prompt's cache: index_select, whose backward (index_add_) sums the rows' gradients
+        # into their prompt ~6-10x faster on a CPU than advanced indexing's (index_put_ with accumulate)
+        rows_of = group.to(input_ids.device)[index]
+        rows_cache = DynamicCache(config=config)
+        for layer, (k, v, *_) in enumerate(cache):
+            rows_cache.update(k.index_select(0, rows_of), v.index_select(0, rows_of), layer)
         tail_ids = input_ids[index, width - 1 : width + keep]
         labels = tail_ids.masked_fill(attention_mask[index, width - 1 : width + keep] == 0, -100)
         labels[:, 0] = -100  # the last prompt token is input only
