@@ -5,7 +5,9 @@ A decode step multiplies a few rows by every weight matrix once, so it is bound 
 first casts the fp32 weight to bf16). Measured on SmolLM2-135M's shapes at 16 rows on a 2-core Xeon (AMX),
 weights packed once:
 
-- fp32, MKL (``torch.ops.mkl._mkl_linear``): 20-27% faster (LM head 10.4 -> 7.6 ms);
+- fp32, oneDNN (``torch.ops.mkldnn._linear_pointwise``): LM head 10.5 -> 7.7 ms, an MLP projection
+  0.35 -> 0.27 ms, at any row count (MKL's packed GEMM, used before, was as fast at the row count it was
+  packed for and fell back to a plain GEMM at any other: every step after a row finished);
 - bf16, oneDNN (``torch.ops.mkldnn._linear_pointwise``): ~2x faster (LM head 4.6 -> 2.0 ms, an MLP
   projection 0.17 -> 0.08 ms), at the memory-read bound.
 
@@ -13,11 +15,10 @@ Weights change after every optimizer step, so packing is done anew for each deco
 packed for the precision it first runs in (fp32, bf16, or bf16 autocast over fp32 weights, which is what
 accelerate's mixed precision wraps a model's forward in), one pass over the weights per call.
 
-The packed GEMMs are other kernels: for most shapes measured their outputs equal ``F.linear``'s bit for bit,
-for some (bf16 with several hundred rows, as in a prefill; fp32 when the row count equals the packing hint)
-they differ in the last bits, as any change of GEMM kernel may. A seeded run still reproduces itself on the
-same machine; it need not reproduce a run made without packing token for token. ``R1LAB_PREPACK=0`` turns
-packing off.
+The packed GEMMs are other kernels: for many shapes their outputs equal ``F.linear``'s bit for bit, for
+others (bf16 with several hundred rows, as in a prefill; fp32) they differ in the last bits, as any change of
+GEMM kernel may. A seeded run still reproduces itself on the same machine; it need not reproduce a run made
+without packing token for token. ``R1LAB_PREPACK=0`` turns packing off.
 
 Only plain ``torch.nn.Linear`` layers with CPU weights are packed, only under ``torch.no_grad`` (the packed
 ops have no backward), and a layer whose ``forward`` is already replaced on the instance (accelerate hooks,
@@ -32,19 +33,14 @@ from collections.abc import Iterator
 
 
 def packing_available() -> bool:
-    """MKL and oneDNN's packed GEMMs are in this torch build, and ``R1LAB_PREPACK`` is not ``0``."""
+    """oneDNN's packed GEMMs are in this torch build, and ``R1LAB_PREPACK`` is not ``0``."""
     import os
 
     import torch
 
     if os.environ.get("R1LAB_PREPACK", "1") == "0":  # for A/B measurements and bisecting numerics
         return False
-    return (
-        bool(torch._C.has_mkl)
-        and hasattr(torch.ops.mkl, "_mkl_linear")
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def _packable(module, torch) -> bool:
@@ -99,9 +95,12 @@ class _PackedForward:
             return torch.nn.functional.linear(x, weight, self.bias)
         if weight.dtype == torch.bfloat16:
             return self._bf16(x)
+        # oneDNN, not MKL: MKL's packed GEMM serves only the row count it was packed for and falls back to a
+        # plain GEMM for any other, so a batch that lost a finished row ran unpacked (and slower than
+        # oneDNN's packed fp32 GEMM, which takes any row count: 1536x576 at 12 rows 253 us against 329)
         if "fp32" not in self.packed:
-            self.packed["fp32"] = torch.ops.mkl._mkl_reorder_linear_weight(weight, self.rows)
-        return torch.ops.mkl._mkl_linear(x.contiguous(), self.packed["fp32"], weight, self.bias, self.rows)
+            self.packed["fp32"] = torch.ops.mkldnn._reorder_linear_weight(weight, self.rows)
+        return self._onednn(x, self.packed["fp32"], self.bias)
 
     def _bf16(self, x):
         import torch
@@ -113,6 +112,12 @@ class _PackedForward:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.rows)
             self.packed["bf16"] = (packed, _bf16_or_none(self.bias))
         packed, bias = self.packed["bf16"]
+        return self._onednn(x, packed, bias)
+
+    @staticmethod
+    def _onednn(x, packed, bias):
+        import torch
+
         flat = x.reshape(-1, x.shape[-1]).contiguous()
         out = torch.ops.mkldnn._linear_pointwise(flat, packed, bias, "none", [], "")
         return out.reshape(*x.shape[:-1], out.shape[-1])
