@@ -11,7 +11,8 @@ changes.
 
 :func:`keep_freed_memory` asks glibc (``mallopt``) to serve every block from its heap (``M_MMAP_MAX`` 0)
 and to keep up to 2 GiB of freed memory at the heap's top (``M_TRIM_THRESHOLD``). The cost: the process
-keeps its peak heap after the peak has passed (a training process stays near its peak anyway). It acts
+keeps its peak heap after the peak has passed (a training process stays near its peak anyway; a 4-step
+seed-recipe GRPO run peaked at 6.52 GiB resident against 6.35 with glibc's defaults). It acts
 only on Linux with glibc, once per process, from the moment it is called; ``R1LAB_MALLOC=0`` leaves
 glibc's defaults alone.
 """
