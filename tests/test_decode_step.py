@@ -154,3 +154,41 @@ def test_r1lab_decode_step_0_turns_it_off(lively, monkeypatch):
     model, _ = lively
     monkeypatch.setenv(decode_step.ENV, "0")
     assert not decode_step.supported(model, preallocated_cache(model.config, capacity=8))
+
+
+def test_biases_untied_heads_and_other_llama_options_stay_bit_identical():
+    """Llama options that change what the layers hold (projection biases, an untied LM head, a head size
+    other than hidden / heads, llama3 rope scaling): decode_step calls the same modules, so the same bits."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        attention_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=False,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+        for autocast in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
+            with autocast:
+                ours = _steps(model, lean=True, padded=True)
+                theirs = _steps(model, lean=False, padded=True)
+            for a, b in zip(ours, theirs, strict=True):
+                assert torch.equal(a, b)

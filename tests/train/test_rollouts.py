@@ -7,6 +7,7 @@ make every comparison trivially true). fp32 on every CPU: token equality across 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -237,3 +238,26 @@ def test_rollouts_step_through_r1labs_decode_step_with_the_same_tokens(lively, t
     theirs = run()
     assert len(calls) == n
     assert ours == theirs
+
+
+def test_an_unknown_forward_patch_is_left_to_run(lively):
+    """Only the trainer's own patches (TRL's fused head, accelerate's autocast wrapper) are known to compute
+    the class forward for generation; any other stays on the instance and the decoder calls it."""
+    from r1lab.train.rollouts import _class_forward
+
+    model, _ = lively
+    entered = []
+
+    def mine(*args, **kwargs):
+        return type(model).forward(model, *args, **kwargs)
+
+    model.forward = mine
+    try:
+        with _class_forward(model, lambda: entered.append(1) or contextlib.nullcontext()):
+            assert model.__dict__.get("forward") is mine
+        assert entered == []
+    finally:
+        del model.forward
+    with _class_forward(model, lambda: entered.append(1) or contextlib.nullcontext()):
+        assert "forward" not in model.__dict__  # nothing patched: nothing to do
+    assert entered == []
