@@ -364,10 +364,11 @@ def _class_forward(model, autocast):
     (a pass-through without ``fused_lm_head``) under accelerate's mixed-precision wrapper (the trainer's
     autocast, outputs cast to fp32, which the decoder does anyway). The same numbers reach the decoder,
     and a model without instance patches is one :mod:`r1lab.decode_step` can step through. Any other
-    patch is left as it is (the decoder then calls it)."""
+    patch, and any model off the CPU (where decode_step does not run), is left as it is."""
     patched = model.__dict__.get("forward")
     inner = model.__dict__.get("_original_forward", patched)  # accelerate keeps what it wrapped here
-    known = patched is not None and (
+    on_cpu = next(model.parameters()).device.type == "cpu"  # where decode_step runs; elsewhere as it was
+    known = on_cpu and patched is not None and (
         _is_trls_fused_head(inner) or getattr(inner, "__func__", None) is type(model).forward
     )
     if not known:
