@@ -368,8 +368,10 @@ def _class_forward(model, autocast):
     patched = model.__dict__.get("forward")
     inner = model.__dict__.get("_original_forward", patched)  # accelerate keeps what it wrapped here
     on_cpu = next(model.parameters()).device.type == "cpu"  # where decode_step runs; elsewhere as it was
-    known = on_cpu and patched is not None and (
-        _is_trls_fused_head(inner) or getattr(inner, "__func__", None) is type(model).forward
+    known = (
+        on_cpu
+        and patched is not None
+        and (_is_trls_fused_head(inner) or getattr(inner, "__func__", None) is type(model).forward)
     )
     if not known:
         yield
