@@ -194,9 +194,8 @@ class _Batch:
         self.device = next(model.parameters()).device
         self.cache = preallocated_cache(model.config, capacity)  # written in place, no per-step copies
         self.length = 0  # cache length, padding included
-        self.lean: bool | None = (
-            None  # decoding steps through r1lab.decode_step (same numbers, less overhead)
-        )
+        # whether decoding steps go through r1lab.decode_step (same numbers, less overhead); decided on the first
+        self.lean: bool | None = None
         self.torch = torch
 
     def forward(self, ids, mask, positions):
