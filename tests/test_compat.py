@@ -43,3 +43,7 @@ def test_the_kv_cache_keyword_is_one_the_model_takes():
 
 def test_trls_importance_sampling_branch_can_be_opened_in_the_loss_alone():
     assert compat.vllm_gate_problems() == []
+
+
+def test_trls_fused_head_still_calls_the_function_r1labs_cpu_head_stands_in_for():
+    assert compat.log_prob_head_problems() == ()

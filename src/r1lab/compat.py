@@ -100,6 +100,53 @@ def vllm_gate_problems() -> list[str]:
     return problems
 
 
+# The function TRL's fused LM head (``add_fused_lm_head``) calls for per-token log-probs, looked up in its module
+# on every call: r1lab.train.lm_head stands in for it on a CPU while r1lab's loss runs.
+TRL_LOG_PROB_HEAD = ("trl.trainer.utils", "_ChunkedLogProbFunction")
+LOG_PROB_HEAD_PARAMS = [
+    "ctx",
+    "hidden",
+    "weight",
+    "bias",
+    "targets",
+    "temperature",
+    "chunk_size",
+    "final_logit_softcapping",
+    "logit_scale",
+    "outputs",
+]
+
+
+@functools.cache
+def log_prob_head_problems() -> tuple[str, ...]:
+    """What no longer holds of TRL's fused LM head for r1lab's CPU head to stand in (empty: all): the function
+    is a module global of ``trl.trainer.utils`` that the head looks up when called, with the same arguments,
+    returning log-probs, entropy and three more optional outputs."""
+    import importlib
+
+    module, name = TRL_LOG_PROB_HEAD
+    try:
+        holder = importlib.import_module(module)
+        function = getattr(holder, name)
+        from trl.kernels import chunked_logprob
+    except (ImportError, AttributeError) as e:
+        return (f"{module}.{name} is gone ({e})",)
+    problems = []
+    params = list(inspect.signature(function.forward).parameters)
+    if params != LOG_PROB_HEAD_PARAMS:
+        problems.append(f"{name}.forward{tuple(params)} is not {tuple(LOG_PROB_HEAD_PARAMS)}")
+    if getattr(chunked_logprob, "OPTIONAL_OUTPUTS", None) != (
+        "entropy",
+        "log_sum_sq_probs",
+        "mean_logits",
+        "is_top1",
+    ):
+        problems.append("trl.kernels.chunked_logprob.OPTIONAL_OUTPUTS changed")
+    if f"{name}.apply(" not in inspect.getsource(holder.add_fused_lm_head):
+        problems.append(f"add_fused_lm_head no longer calls {name}.apply")
+    return tuple(problems)
+
+
 def cache_argument(model) -> str:
     """The name a model's ``forward`` takes its KV cache under: ``cache`` since transformers 5.24
     (``past_key_values`` is deprecated there and goes in 5.40), ``past_key_values`` before."""

@@ -46,6 +46,7 @@ from r1lab.decoding import (
     group_repeats,
     sampling_from_generation_config,
 )
+from r1lab.train.lm_head import cpu_log_prob_head
 from r1lab.train.rollout_correction import Correction, importance_ratio, mismatch_stats, precision_mismatch
 
 log = logging.getLogger(__name__)
@@ -270,33 +271,40 @@ class R1labGRPOTrainer(GRPOTrainer):
         **multimodal,
     ):
         """TRL's per-token log-probs, with one prompt forward per distinct prompt (see
-        :mod:`r1lab.train.shared_prompt`) for text-only batches."""
-        if self.share_prompt_forward and not compute_aux_loss and all(v is None for v in multimodal.values()):
-            from r1lab.train.shared_prompt import shared_prompt_logps
+        :mod:`r1lab.train.shared_prompt`) for text-only batches, and on a CPU r1lab's LM head
+        (:mod:`r1lab.train.lm_head`) in TRL's fused head."""
+        head = cpu_log_prob_head() if self.accelerator.device.type == "cpu" else contextlib.nullcontext()
+        with head:
+            if (
+                self.share_prompt_forward
+                and not compute_aux_loss
+                and all(v is None for v in multimodal.values())
+            ):
+                from r1lab.train.shared_prompt import shared_prompt_logps
 
-            shared = shared_prompt_logps(
+                shared = shared_prompt_logps(
+                    model,
+                    input_ids,
+                    attention_mask,
+                    logits_to_keep,
+                    autocast=self.accelerator.autocast,
+                    batch_size=batch_size,
+                )
+                if shared is not None:
+                    logps, entropies = shared
+                    if self._pending_correction is not None:
+                        self._apply_correction(logps)
+                    return logps, (entropies if compute_entropy else None), None
+            logps, entropies, aux = super()._get_per_token_logps_and_entropies(
                 model,
                 input_ids,
                 attention_mask,
                 logits_to_keep,
-                autocast=self.accelerator.autocast,
                 batch_size=batch_size,
+                compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss,
+                **multimodal,
             )
-            if shared is not None:
-                logps, entropies = shared
-                if self._pending_correction is not None:
-                    self._apply_correction(logps)
-                return logps, (entropies if compute_entropy else None), None
-        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
-            model,
-            input_ids,
-            attention_mask,
-            logits_to_keep,
-            batch_size=batch_size,
-            compute_entropy=compute_entropy,
-            compute_aux_loss=compute_aux_loss,
-            **multimodal,
-        )
         if self._pending_correction is not None:
             self._apply_correction(logps)
         return logps, entropies, aux
