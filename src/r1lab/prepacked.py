@@ -29,6 +29,7 @@ packed copies cost up to the weights' memory, for the call.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 
@@ -85,34 +86,43 @@ class _PackedForward:
     def __call__(self, x):
         import torch
 
+        gemm = self.gemm(x.dtype) if x.is_floating_point() else None
+        if gemm is None:  # F.linear (under autocast: on bf16 casts of input, weight and bias)
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        if torch.is_autocast_enabled("cpu"):  # what autocast's F.linear computes: bf16 in, bf16 out
+            x = x.to(torch.bfloat16)
+        return self._onednn(x, *gemm)
+
+    def gemm(self, dtype):
+        """``(packed weight, bias)`` of the GEMM this layer runs now for a floating input of ``dtype``
+        (under autocast: cast to bf16 first), packed on first use; ``None`` where it computes as
+        ``F.linear``."""
+        import torch
+
         weight = self.weight
         if torch.is_autocast_enabled("cpu"):
-            # what autocast's F.linear computes: bf16 input, bf16 weight, bf16 output
-            if torch.get_autocast_dtype("cpu") != torch.bfloat16 or not x.is_floating_point():
-                return torch.nn.functional.linear(x, weight, self.bias)
-            return self._bf16(x.to(torch.bfloat16))
-        if x.dtype != weight.dtype:
-            return torch.nn.functional.linear(x, weight, self.bias)
+            return self._bf16() if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+        if dtype != weight.dtype:
+            return None
         if weight.dtype == torch.bfloat16:
-            return self._bf16(x)
+            return self._bf16()
         # oneDNN, not MKL: MKL's packed GEMM serves only the row count it was packed for and falls back to a
         # plain GEMM for any other, so a batch that lost a finished row ran unpacked (and slower than
         # oneDNN's packed fp32 GEMM, which takes any row count: 1536x576 at 12 rows 253 us against 329)
         if "fp32" not in self.packed:
-            self.packed["fp32"] = torch.ops.mkldnn._reorder_linear_weight(weight, self.rows)
-        return self._onednn(x, self.packed["fp32"], self.bias)
+            self.packed["fp32"] = (torch.ops.mkldnn._reorder_linear_weight(weight, self.rows), self.bias)
+        return self.packed["fp32"]
 
-    def _bf16(self, x):
+    def _bf16(self):
         import torch
 
         if not _onednn_bf16():  # oneDNN without bf16 kernels on this CPU: transformers' own path
-            return torch.nn.functional.linear(x, self.weight.to(torch.bfloat16), _bf16_or_none(self.bias))
+            return None
         if "bf16" not in self.packed:
             weight = self.weight.to(torch.bfloat16)
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.rows)
             self.packed["bf16"] = (packed, _bf16_or_none(self.bias))
-        packed, bias = self.packed["bf16"]
-        return self._onednn(x, packed, bias)
+        return self.packed["bf16"]
 
     @staticmethod
     def _onednn(x, packed, bias):
@@ -129,6 +139,7 @@ def _bf16_or_none(tensor):
     return None if tensor is None else tensor.to(torch.bfloat16)
 
 
+@functools.cache
 def _onednn_bf16() -> bool:
     import torch
 
