@@ -321,6 +321,10 @@ trainer.train()
 rank = trainer.accelerator.process_index
 logs = [r for r in trainer.state.log_history if "dynamic_sampling/groups_drawn" in r]
 (out / f"rank{rank}.json").write_text(json.dumps({"batches": batches, "logs": logs}))
+# as r1lab's commands do: without it gloo may abort the interpreter at exit (r1lab.distributed.shutdown)
+from r1lab.distributed import shutdown  # noqa: E402
+
+shutdown()
 """
 
 
