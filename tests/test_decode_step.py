@@ -1,10 +1,13 @@
 """r1lab.decode_step computes exactly what the model's own forward computes for a decoding step: the same
 logits bit for bit, step after step, in fp32 and under bf16 autocast, with and without padding and with
-prepacked weights; and it steps aside wherever it would not be the same computation."""
+prepacked weights; and it steps aside wherever it would not be the same computation. Under bf16 autocast on
+a CPU without AMX it runs attention in fp32 (``decode_step.attention_in_fp32``): there it equals the model's
+forward with attention in fp32, bit for bit, and is as close to a float64 computation as bf16 attention."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -23,9 +26,9 @@ def lively(redrawn_tiny):
     return model, tok
 
 
-def _steps(model, *, lean: bool, padded: bool, steps: int = 6):
+def _steps(model, *, lean: bool, padded: bool, steps: int = 6, feed=None):
     """Prefill with the model, then ``steps`` decoding steps through decode_step (``lean``) or the model's
-    forward; the logits of every step."""
+    forward, each fed the previous step's argmax (or ``feed[step]``); the logits of every step."""
     cache = preallocated_cache(model.config, capacity=32)
     key = cache_argument(model)
     if padded:
@@ -42,8 +45,8 @@ def _steps(model, *, lean: bool, padded: bool, steps: int = 6):
     logits, length = out.logits[:, -1], ids.shape[1]
     next_pos = positions[:, -1] + 1
     seen = []
-    for _ in range(steps):
-        tokens = logits.float().argmax(-1)[:, None]
+    for step in range(steps):
+        tokens = logits.float().argmax(-1)[:, None] if feed is None else feed[step]
         mask = torch.cat([mask, mask.new_ones((3, 1))], dim=1)
         if lean:
             assert decode_step.supported(model, cache)
@@ -65,16 +68,50 @@ def _steps(model, *, lean: bool, padded: bool, steps: int = 6):
     return seen
 
 
+def _attention_in_fp32(monkeypatch):
+    """The model's forward with its attention computed in fp32 (inputs read exactly, autocast off): the
+    computation decode_step makes under ``R1LAB_DECODE_ATTENTION=fp32``."""
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def fp32_attention(query, key, value, attn_mask=None, **kwargs):
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.float()
+        with torch.autocast("cpu", enabled=False):
+            out = real(query.float(), key.float(), value.float(), attn_mask=attn_mask, **kwargs)
+        return out.to(query.dtype)  # fp32 under autocast (its queries are); a bf16 model's own dtype
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", fp32_attention)
+    monkeypatch.setenv(decode_step.ATTENTION_ENV, "fp32")
+
+
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
-@pytest.mark.parametrize("precision", ["fp32", "bf16-autocast", "bf16-autocast-prepacked"])
-def test_decode_step_logits_equal_the_models_forward_bit_for_bit(lively, padded, precision):
+@pytest.mark.parametrize(
+    "precision",
+    [
+        "fp32",
+        "bf16-autocast",
+        "bf16-autocast-prepacked",
+        "bf16-autocast-fp32-attention",
+        "bf16-weights",
+        "bf16-weights-fp32-attention",
+    ],
+)
+def test_decode_step_logits_equal_the_models_forward_bit_for_bit(lively, padded, precision, monkeypatch):
     """(bf16 autocast works on CPUs with or without native bf16; only its speed differs, and the model is
     tiny.)"""
     model, _ = lively
+    if precision.startswith("bf16-weights"):  # a bf16 copy decoding without autocast (rollout_dtype: bf16)
+        model = copy.deepcopy(model).to(torch.bfloat16)
     autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if precision != "fp32" else contextlib.nullcontext()
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if precision.startswith("bf16-autocast")
+        else contextlib.nullcontext()
     )
     packed = prepacked_linears(model, 3) if precision.endswith("prepacked") else contextlib.nullcontext()
+    if precision.endswith("fp32-attention"):
+        _attention_in_fp32(monkeypatch)
+    else:  # the model's own precision for attention, whatever this CPU would choose
+        monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
     with torch.no_grad(), autocast, packed:
         ours = _steps(model, lean=True, padded=padded)
         theirs = _steps(model, lean=False, padded=padded)
@@ -156,9 +193,14 @@ def test_r1lab_decode_step_0_turns_it_off(lively, monkeypatch):
     assert not decode_step.supported(model, preallocated_cache(model.config, capacity=8))
 
 
-def test_biases_untied_heads_and_other_llama_options_stay_bit_identical():
+@pytest.mark.parametrize("attention", ["model", "fp32"])
+def test_biases_untied_heads_and_other_llama_options_stay_bit_identical(monkeypatch, attention):
     """Llama options that change what the layers hold (projection biases, an untied LM head, a head size
     other than hidden / heads, llama3 rope scaling): decode_step calls the same modules, so the same bits."""
+    if attention == "fp32":
+        _attention_in_fp32(monkeypatch)
+    else:
+        monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(3)
@@ -192,3 +234,39 @@ def test_biases_untied_heads_and_other_llama_options_stay_bit_identical():
                 theirs = _steps(model, lean=False, padded=True)
             for a, b in zip(ours, theirs, strict=True):
                 assert torch.equal(a, b)
+
+
+def test_attention_runs_in_fp32_under_autocast_only_where_asked_or_without_amx(monkeypatch):
+    from r1lab.models import cpu_flags
+
+    monkeypatch.setenv(decode_step.ATTENTION_ENV, "fp32")
+    assert decode_step.attention_in_fp32()
+    monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
+    assert not decode_step.attention_in_fp32()
+    monkeypatch.delenv(decode_step.ATTENTION_ENV)
+    assert decode_step.attention_in_fp32() == ("amx_bf16" not in cpu_flags())
+
+
+def test_fp32_attention_is_as_close_to_float64_as_the_models_bf16_attention(lively, monkeypatch):
+    """The trade it makes: not the model's bits, but no further from the exact step. Both steps' logits
+    against the same steps computed in float64 (weights, cache and attention), fed the same tokens; the mean
+    error over every logit of 12 steps."""
+    model, _ = lively
+    feed = [
+        torch.randint(0, model.config.vocab_size, (3, 1), generator=torch.Generator().manual_seed(s))
+        for s in range(12)
+    ]
+    with torch.no_grad():
+        reference = _steps(copy.deepcopy(model).double(), lean=False, padded=True, steps=12, feed=feed)
+        errors = {}
+        for attention in ("model", "fp32"):
+            monkeypatch.setenv(decode_step.ATTENTION_ENV, attention)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                ours = _steps(model, lean=True, padded=True, steps=12, feed=feed)
+            errors[attention] = (
+                torch.stack([(a.double() - b).abs().mean() for a, b in zip(ours, reference, strict=True)])
+                .mean()
+                .item()
+            )
+    assert errors["fp32"] > 0.0  # it did run in reduced precision: the comparison is not vacuous
+    assert errors["fp32"] <= errors["model"] * 1.1

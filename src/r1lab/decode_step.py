@@ -14,7 +14,9 @@ the same kernels, in the same order, on the same tensors, with less in between:
 - the rotary embedding turns queries and keys in one pass over both (elementwise: the same numbers).
 
 Its logits equal transformers' forward bit for bit, in fp32 and under bf16 autocast, with and without
-padding (``tests/test_decode_step.py``). Measured on SmolLM2-135M, 16 rows, ~190 positions, bf16 autocast
+padding (``tests/test_decode_step.py``), with one exception chosen per CPU: where bf16 attention is slow
+(no AMX), attention runs in fp32 (:func:`attention_in_fp32`), and the logits equal the model's forward
+with its attention in fp32 instead. Measured on SmolLM2-135M, 16 rows, ~190 positions, bf16 autocast
 over fp32 weights with prepacked GEMMs, idle 2-core Xeon: 50.2 -> 46.2 ms a step (medians of 37 steps).
 
 It runs only where it is the same computation: a plain ``LlamaForCausalLM`` (transformers' own classes
@@ -25,9 +27,34 @@ turns it off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 ENV = "R1LAB_DECODE_STEP"
+ATTENTION_ENV = "R1LAB_DECODE_ATTENTION"
+
+
+def attention_in_fp32() -> bool:
+    """Whether a decoding step whose attention would run in bf16 (under CPU bf16 autocast, or in a bf16
+    model) runs it in fp32 instead, reading the bf16 cache exactly.
+
+    torch's CPU attention kernel is fast in bf16 only with AMX tiles. On a Zen 4 EPYC (native bf16 through
+    ``avx512_bf16``, no AMX) one layer's attention for a 16-row step over ~160 positions took 1.38 ms in bf16
+    and 0.36 ms in fp32, casts included, inside the step (isolated: 1.25 and 0.25 ms): 30 layers made bf16
+    attention ~45% of the step. In fp32 the output is as close to a float64 computation as bf16's (both end
+    rounded to bf16 for ``o_proj``: max relative error 0.32% against bf16's 0.38% on SmolLM2's real
+    queries), but no longer bit-equal to the model's own forward. So: fp32 on CPUs without AMX, the model's
+    bf16 with it (measured there: 277 us a layer in the step). ``R1LAB_DECODE_ATTENTION=fp32`` / ``model``
+    forces either; a CPU without native bf16 does not decode under autocast at all.
+    """
+    from r1lab.models import cpu_flags
+
+    forced = os.environ.get(ATTENTION_ENV, "").strip().lower()
+    if forced in ("fp32", "float32"):
+        return True
+    if forced == "model":
+        return False
+    return "amx_bf16" not in cpu_flags()
 
 
 def supported(model, cache) -> bool:
@@ -95,6 +122,9 @@ def decode_step(model, cache, ids, mask, positions):
     inner = model.model
     rows = ids.shape[0]
     low = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    # attention runs in bf16 under bf16 autocast, or in a bf16 model (a bf16 copy decoding without autocast)
+    attention_low = low if low is not None else inner.embed_tokens.weight.dtype
+    fp32_attention = attention_low == torch.bfloat16 and attention_in_fp32()
     x = inner.embed_tokens(ids)
     cos, sin = inner.rotary_emb(x, positions)
     x = x.view(rows, -1)  # one position per row: the hidden states as a matrix, as the GEMMs take them
@@ -117,18 +147,24 @@ def decode_step(model, cache, ids, mask, positions):
         qk = torch.cat([q, k], dim=1)
         qk = qk * cos + qk.roll(half, dims=-1) * signed_sin
         keys, values = layer_cache.update(qk[:, heads:], v)
-        query = qk[:, :heads] if low is None else qk[:, :heads].to(low)  # autocast's cast, made here
+        if fp32_attention:  # the cached (bf16) keys and values read exactly in fp32; the query unrounded
+            query, keys, values = qk[:, :heads].float(), keys.float(), values.float()
+        else:
+            query = qk[:, :heads] if low is None else qk[:, :heads].to(low)  # autocast's cast, made here
         if padded is not None and attn_mask is None:
             attn_mask = torch.zeros(padded.shape, dtype=query.dtype).masked_fill_(padded, float("-inf"))
-        out = torch.nn.functional.scaled_dot_product_attention(
-            query,
-            keys,
-            values,
-            attn_mask=attn_mask,
-            scale=attn.scaling,
-            enable_gqa=attn.num_key_value_groups > 1,
-        )
-        x = x + _projection(attn.o_proj, low)(out.reshape(rows, -1))
+        with torch.autocast("cpu", enabled=False) if fp32_attention else contextlib.nullcontext():
+            out = torch.nn.functional.scaled_dot_product_attention(
+                query,
+                keys,
+                values,
+                attn_mask=attn_mask,
+                scale=attn.scaling,
+                enable_gqa=attn.num_key_value_groups > 1,
+            )
+        out = out.reshape(rows, -1)
+        # o_proj reads bf16, as attention would have given it (under autocast: autocast's cast, made here)
+        x = x + _projection(attn.o_proj, low)(out.to(attention_low) if fp32_attention else out)
         h = _rms_norm(layer.post_attention_layernorm, x, low)
         gate, up, down = (_projection(p, low) for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
         x = x + down(mlp.act_fn(gate(h)) * up(h))

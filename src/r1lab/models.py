@@ -18,6 +18,7 @@ GGUF files are dequantized and converted once to a cached HF checkpoint, because
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -302,11 +303,22 @@ def cpu_has_fast_bf16() -> bool:
         return True
     if forced in ("0", "false", "no"):
         return False
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+        return frozenset()
+    return frozenset(
+        flag
+        for line in text.splitlines()
+        if line.startswith("flags")
+        for flag in line.split(":", 1)[1].split()
+    )
 
 
 def pick_device(requested: str = "auto") -> str:
