@@ -14,6 +14,7 @@ import pytest
 import torch
 from train_helpers import grpo_rows, independent_processors, tiny_grpo_args
 
+from r1lab.decode_step import attention_in_fp32
 from r1lab.decoding import Sampling, decode_shared_prefix
 from r1lab.models import cpu_has_fast_bf16
 from r1lab.train.rollout_correction import MODES, Correction, importance_ratio
@@ -202,7 +203,6 @@ def test_correction_applies_whenever_rollout_and_training_precision_differ(livel
 
 
 @pytest.mark.dtype
-@pytest.mark.dtype
 @pytest.mark.parametrize("bf16", [None, False])  # None: r1lab's default (bf16 where the CPU has it)
 def test_default_rollouts_decode_the_learners_weights_unless_an_fp32_learner_runs_on_native_bf16(
     lively, tmp_path, tiny_run, bf16
@@ -221,6 +221,8 @@ def test_default_rollouts_decode_the_learners_weights_unless_an_fp32_learner_run
     copy_wanted = cpu_has_fast_bf16() and not args.bf16
     assert engine == "r1lab" and dtype == (torch.bfloat16 if copy_wanted else None)
     assert ("learner's precision" in why) == bool(args.bf16)
+    # the run log says where bf16 decoding runs its attention in fp32 (decode_step.attention_in_fp32)
+    assert ("attention in fp32" in why) == (cpu_has_fast_bf16() and attention_in_fp32())
     trainer = make_trainer(lively, tmp_path, rollout_dtype=dtype, bf16=args.bf16)
     assert (trainer.correction() is not None) == cpu_has_fast_bf16()
 

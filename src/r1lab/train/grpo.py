@@ -186,13 +186,29 @@ def rollout_choice(stage: StageConfig, run: RunConfig, args, model) -> tuple[str
         dtype = torch.int8 if stage.rollout_dtype == "int8" else pick_dtype("cpu", stage.rollout_dtype)
         if dtype == torch.int8:  # measured on SmolLM2-135M: mean |log p/q| ~0.7 (docs/grpo-speed.md)
             return engine, dtype, " in int8 (rollout_dtype; it samples far from the learner, see |log p/q|)"
-        return engine, dtype, f" in {str(dtype).removeprefix('torch.')} (rollout_dtype)"
+        why = f" in {str(dtype).removeprefix('torch.')} (rollout_dtype)"
+        return engine, dtype, why + _attention_note(engine, model, dtype == torch.bfloat16)
     on_cpu = next(model.parameters()).device.type == "cpu"
     if engine == "r1lab" and on_cpu and weights == torch.float32 and cpu_has_fast_bf16():
         if args.bf16:
-            return engine, None, " in the learner's precision (its fp32 weights under its bf16 autocast)"
-        return engine, torch.bfloat16, " in bfloat16 (this CPU has native bf16; the learner is fp32)"
+            why = " in the learner's precision (its fp32 weights under its bf16 autocast)"
+            return engine, None, why + _attention_note(engine, model, True)
+        why = " in bfloat16 (this CPU has native bf16; the learner is fp32)"
+        return engine, torch.bfloat16, why + _attention_note(engine, model, True)
     return engine, None, f" in {str(weights).removeprefix('torch.')}"
+
+
+def _attention_note(engine: str, model, bf16: bool) -> str:
+    """Where r1lab's decoder will run bf16 attention in fp32 on this CPU (``decode_step.attention_in_fp32``),
+    a note saying so for the run log."""
+    from r1lab.decode_step import ATTENTION_ENV, attention_in_fp32
+
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if engine != "r1lab" or not on_cpu or not bf16 or not attention_in_fp32():
+        return ""
+    return (
+        f", attention in fp32 (bf16 attention is slow on a CPU without AMX; {ATTENTION_ENV}=model for bf16)"
+    )
 
 
 def run_grpo(
