@@ -15,6 +15,7 @@ import torch
 from r1lab import decode_step
 from r1lab.compat import cache_argument
 from r1lab.decoding import decode_shared_prefix
+from r1lab.errors import UserError
 from r1lab.kvcache import cpu_sdpa_gqa, preallocated_cache
 from r1lab.prepacked import prepacked_linears
 
@@ -245,6 +246,9 @@ def test_attention_runs_in_fp32_under_autocast_only_where_asked_or_without_amx(m
     assert not decode_step.attention_in_fp32()
     monkeypatch.delenv(decode_step.ATTENTION_ENV)
     assert decode_step.attention_in_fp32() == ("amx_bf16" not in cpu_flags())
+    monkeypatch.setenv(decode_step.ATTENTION_ENV, "fp16")
+    with pytest.raises(UserError, match="R1LAB_DECODE_ATTENTION='fp16'.*use fp32, model"):
+        decode_step.attention_in_fp32()
 
 
 def test_fp32_attention_is_as_close_to_float64_as_the_models_bf16_attention(lively, monkeypatch):

@@ -45,15 +45,21 @@ def attention_in_fp32() -> bool:
     rounded to bf16 for ``o_proj``: max relative error 0.32% against bf16's 0.38% on SmolLM2's real
     queries), but no longer bit-equal to the model's own forward. So: fp32 on CPUs without AMX, the model's
     bf16 with it (measured there: 277 us a layer in the step). ``R1LAB_DECODE_ATTENTION=fp32`` / ``model``
-    forces either; a CPU without native bf16 does not decode under autocast at all.
+    forces either (``auto`` or unset: this rule); anything else is an error.
     """
+    from r1lab.errors import UserError
     from r1lab.models import cpu_flags
 
     forced = os.environ.get(ATTENTION_ENV, "").strip().lower()
     if forced in ("fp32", "float32"):
         return True
-    if forced == "model":
+    if forced in ("model", "bf16"):
         return False
+    if forced not in ("", "auto"):
+        raise UserError(
+            f"{ATTENTION_ENV}={forced!r} is not a choice for the decoding step's attention",
+            hint=f"use fp32, model (the model's bf16) or auto, or unset {ATTENTION_ENV}",
+        )
     return "amx_bf16" not in cpu_flags()
 
 
