@@ -153,7 +153,7 @@ def test_the_decoder_gives_the_same_tokens_and_logprobs_with_and_without_it(live
 
 
 def test_it_steps_aside_where_it_would_not_be_the_same_computation(lively):
-    from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
+    from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     model, _ = lively
     cache = preallocated_cache(model.config, capacity=8)
@@ -174,17 +174,20 @@ def test_it_steps_aside_where_it_would_not_be_the_same_computation(lively):
         assert not decode_step.supported(model, cache)  # dropout would apply
     finally:
         model.eval()
-    qwen = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
+    small = dict(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    sliding = Qwen2ForCausalLM(
+        Qwen2Config(**small, use_sliding_window=True, sliding_window=4, max_window_layers=1)
     ).eval()
-    assert not decode_step.supported(qwen, preallocated_cache(qwen.config, capacity=8))  # another family
+    assert not decode_step.supported(sliding, preallocated_cache(sliding.config, capacity=8))  # another mask
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(**small)).eval()  # q/k norms: another family
+    assert not decode_step.supported(qwen3, preallocated_cache(qwen3.config, capacity=8))
     assert decode_step.supported(model, cache)
 
 
@@ -274,3 +277,60 @@ def test_fp32_attention_is_as_close_to_float64_as_the_models_bf16_attention(live
             )
     assert errors["fp32"] > 0.0  # it did run in reduced precision: the comparison is not vacuous
     assert errors["fp32"] <= errors["model"] * 1.1
+
+
+@pytest.mark.parametrize("attention", ["model", "fp32"])
+def test_qwen2_steps_through_it_bit_identically(monkeypatch, attention):
+    """Qwen2 (q/k/v biases, untied head; the family of most R1 reproductions' models) without sliding
+    windows: the same bits as its own forward, in fp32 and under bf16 autocast."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    if attention == "fp32":
+        _attention_in_fp32(monkeypatch)
+    else:
+        monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
+    torch.manual_seed(5)
+    config = Qwen2Config(
+        vocab_size=64,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    assert decode_step.supported(model, preallocated_cache(model.config, capacity=8))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+        # r1lab's decoder (prepacked weights, rows leaving) samples the same tokens with it and without
+        runs, calls, real = [], [], decode_step.decode_step
+        monkeypatch.setattr(decode_step, "decode_step", lambda *a: calls.append(1) or real(*a))
+        for lean in ("1", "0"):
+            monkeypatch.setenv(decode_step.ENV, lean)
+            torch.manual_seed(0)
+            logprobs: list = []
+            rows = [[5, 6, 7, 8], [9, 10, 11]]
+            out = decode_shared_prefix(
+                model,
+                rows,
+                per_prompt=3,
+                max_new_tokens=8,
+                eos={3},
+                pad_id=0,
+                temperature=0.9,
+                logprobs=logprobs,
+            )
+            runs.append((out, logprobs))
+        assert runs[0] == runs[1] and len({tuple(r) for r in runs[0][0]}) > 1
+        assert calls  # the first run went through decode_step
+        monkeypatch.setattr(decode_step, "decode_step", real)
+        monkeypatch.setenv(decode_step.ENV, "1")
+        for autocast in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
+            with autocast:
+                ours = _steps(model, lean=True, padded=True)
+                theirs = _steps(model, lean=False, padded=True)
+            assert len({tuple(t.float().argmax(-1).tolist()) for t in theirs}) > 1
+            for a, b in zip(ours, theirs, strict=True):
+                assert torch.equal(a, b)

@@ -1,4 +1,4 @@
-"""One decoding step of a Llama-family model on a CPU, without transformers' per-call plumbing.
+"""One decoding step of a Llama-family model (Llama, Qwen2) on a CPU, without transformers' per-call plumbing.
 
 A decoding step feeds one token per row through every layer. On a CPU the matrices are small (SmolLM2:
 576 wide, 16 rows) and the step is mostly fixed costs: the GEMMs read the weights, and around them run
@@ -19,15 +19,17 @@ padding (``tests/test_decode_step.py``), with one exception chosen per CPU: wher
 with its attention in fp32 instead. Measured on SmolLM2-135M, 16 rows, ~190 positions, bf16 autocast
 over fp32 weights with prepacked GEMMs, idle 2-core Xeon: 50.2 -> 46.2 ms a step (medians of 37 steps).
 
-It runs only where it is the same computation: a plain ``LlamaForCausalLM`` (transformers' own classes
-for every part, no hooks or replaced forwards on them), SDPA attention, a CPU, and r1lab's preallocated
-KV cache (:func:`supported`); anywhere else the decoder calls the model as before. ``R1LAB_DECODE_STEP=0``
+It runs only where it is the same computation: a plain ``LlamaForCausalLM``, or ``Qwen2ForCausalLM`` without
+sliding-window layers (transformers' own classes for every part, no hooks or replaced forwards on them),
+SDPA attention, a CPU, and r1lab's preallocated KV cache (:func:`supported`); anywhere else the decoder
+calls the model as before. ``R1LAB_DECODE_STEP=0``
 turns it off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 ENV = "R1LAB_DECODE_STEP"
@@ -66,32 +68,37 @@ def attention_in_fp32() -> bool:
 def supported(model, cache) -> bool:
     """Whether :func:`decode_step` computes exactly what ``model``'s forward would, with ``cache``."""
     import torch
-    from transformers.models.llama import modeling_llama as llama
 
     from r1lab.kvcache import PreallocatedLayer
 
     if os.environ.get(ENV, "1") == "0":  # for A/B measurements and bisecting numerics
         return False
-    if type(model) is not llama.LlamaForCausalLM or getattr(model, "_hf_hook", None) is not None:
+    family = _families().get(type(model))
+    if family is None or getattr(model, "_hf_hook", None) is not None:
         return False
+    decoder_layer, attention, mlp_kind, norm_kind = family
     config = model.config
     if config._attn_implementation != "sdpa" or getattr(config, "pretraining_tp", 1) != 1:
         return False
     if model.training or any(p.device.type != "cpu" for p in model.parameters()):
         return False
     inner = model.model
+    if getattr(inner, "has_sliding_layers", False):  # Qwen2's sliding-window layers: another mask
+        return False
     norms, linears = [inner.norm], [model.lm_head]
     parts = [model, inner, inner.embed_tokens, inner.rotary_emb]
     for layer in inner.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        kinds = ((layer, llama.LlamaDecoderLayer), (attn, llama.LlamaAttention), (mlp, llama.LlamaMLP))
+        kinds = ((layer, decoder_layer), (attn, attention), (mlp, mlp_kind))
         if any(type(part) is not kind for part, kind in kinds):
+            return False
+        if getattr(attn, "sliding_window", None) is not None:
             return False
         parts += [layer, attn, mlp]
         norms += [layer.input_layernorm, layer.post_attention_layernorm]
         linears += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj]
         linears += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
-    if any(type(norm) is not llama.LlamaRMSNorm for norm in norms):
+    if any(type(norm) is not norm_kind for norm in norms):
         return False
     # plain linear layers (prepacked or not): one shared cast to bf16 is what autocast gives each of them
     # (a quantized copy's layers take their input as it is)
@@ -111,6 +118,30 @@ def supported(model, cache) -> bool:
         and len(layers) == len(inner.layers)
         and all(type(layer) is PreallocatedLayer for layer in layers)
     )
+
+
+@functools.cache
+def _families() -> dict:
+    """The model classes :func:`decode_step` steps through, each with its decoder layer, attention, MLP and
+    RMSNorm classes. Qwen2's layers compute what Llama's do (its q/k/v biases are Llama's
+    ``attention_bias``), apart from sliding-window attention, which :func:`supported` turns away."""
+    from transformers.models.llama import modeling_llama as llama
+    from transformers.models.qwen2 import modeling_qwen2 as qwen2
+
+    return {
+        llama.LlamaForCausalLM: (
+            llama.LlamaDecoderLayer,
+            llama.LlamaAttention,
+            llama.LlamaMLP,
+            llama.LlamaRMSNorm,
+        ),
+        qwen2.Qwen2ForCausalLM: (
+            qwen2.Qwen2DecoderLayer,
+            qwen2.Qwen2Attention,
+            qwen2.Qwen2MLP,
+            qwen2.Qwen2RMSNorm,
+        ),
+    }
 
 
 def _is_prepacked(module) -> bool:
