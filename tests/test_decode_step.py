@@ -85,6 +85,26 @@ def _attention_in_fp32(monkeypatch):
     monkeypatch.setenv(decode_step.ATTENTION_ENV, "fp32")
 
 
+def _attention(monkeypatch, attention: str) -> None:
+    """Decode with the model's own attention precision (``model``) or fp32 attention (``fp32``), whatever
+    this CPU would choose."""
+    if attention == "fp32":
+        _attention_in_fp32(monkeypatch)
+    else:
+        monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
+
+
+def _assert_same_bits_in_fp32_and_bf16_autocast(model) -> None:
+    """decode_step's logits equal the model's forward, step after step, in fp32 and under bf16 autocast."""
+    for autocast in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        with autocast:
+            ours = _steps(model, lean=True, padded=True)
+            theirs = _steps(model, lean=False, padded=True)
+        assert len({tuple(t.float().argmax(-1).tolist()) for t in theirs}) > 1  # not vacuous
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
 @pytest.mark.parametrize(
     "precision",
@@ -109,10 +129,7 @@ def test_decode_step_logits_equal_the_models_forward_bit_for_bit(lively, padded,
         else contextlib.nullcontext()
     )
     packed = prepacked_linears(model, 3) if precision.endswith("prepacked") else contextlib.nullcontext()
-    if precision.endswith("fp32-attention"):
-        _attention_in_fp32(monkeypatch)
-    else:  # the model's own precision for attention, whatever this CPU would choose
-        monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
+    _attention(monkeypatch, "fp32" if precision.endswith("fp32-attention") else "model")
     with torch.no_grad(), autocast, packed:
         ours = _steps(model, lean=True, padded=padded)
         theirs = _steps(model, lean=False, padded=padded)
@@ -201,10 +218,7 @@ def test_r1lab_decode_step_0_turns_it_off(lively, monkeypatch):
 def test_biases_untied_heads_and_other_llama_options_stay_bit_identical(monkeypatch, attention):
     """Llama options that change what the layers hold (projection biases, an untied LM head, a head size
     other than hidden / heads, llama3 rope scaling): decode_step calls the same modules, so the same bits."""
-    if attention == "fp32":
-        _attention_in_fp32(monkeypatch)
-    else:
-        monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
+    _attention(monkeypatch, attention)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(3)
@@ -232,12 +246,7 @@ def test_biases_untied_heads_and_other_llama_options_stay_bit_identical(monkeypa
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3)
-        for autocast in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
-            with autocast:
-                ours = _steps(model, lean=True, padded=True)
-                theirs = _steps(model, lean=False, padded=True)
-            for a, b in zip(ours, theirs, strict=True):
-                assert torch.equal(a, b)
+        _assert_same_bits_in_fp32_and_bf16_autocast(model)
 
 
 def test_attention_runs_in_fp32_under_autocast_only_where_asked_or_without_amx(monkeypatch):
@@ -285,10 +294,7 @@ def test_qwen2_steps_through_it_bit_identically(monkeypatch, attention):
     windows: the same bits as its own forward, in fp32 and under bf16 autocast."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    if attention == "fp32":
-        _attention_in_fp32(monkeypatch)
-    else:
-        monkeypatch.setenv(decode_step.ATTENTION_ENV, "model")
+    _attention(monkeypatch, attention)
     torch.manual_seed(5)
     config = Qwen2Config(
         vocab_size=64,
@@ -327,10 +333,4 @@ def test_qwen2_steps_through_it_bit_identically(monkeypatch, attention):
         assert calls  # the first run went through decode_step
         monkeypatch.setattr(decode_step, "decode_step", real)
         monkeypatch.setenv(decode_step.ENV, "1")
-        for autocast in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
-            with autocast:
-                ours = _steps(model, lean=True, padded=True)
-                theirs = _steps(model, lean=False, padded=True)
-            assert len({tuple(t.float().argmax(-1).tolist()) for t in theirs}) > 1
-            for a, b in zip(ours, theirs, strict=True):
-                assert torch.equal(a, b)
+        _assert_same_bits_in_fp32_and_bf16_autocast(model)
