@@ -22,8 +22,7 @@ over fp32 weights with prepacked GEMMs, idle 2-core Xeon: 50.2 -> 46.2 ms a step
 It runs only where it is the same computation: a plain ``LlamaForCausalLM``, or ``Qwen2ForCausalLM`` without
 sliding-window layers (transformers' own classes for every part, no hooks or replaced forwards on them),
 SDPA attention, a CPU, and r1lab's preallocated KV cache (:func:`supported`); anywhere else the decoder
-calls the model as before. ``R1LAB_DECODE_STEP=0``
-turns it off.
+calls the model as before. ``R1LAB_DECODE_STEP=0`` turns it off.
 """
 
 from __future__ import annotations
